@@ -1,0 +1,1 @@
+"""qsgw_operator: the Kubernetes operator for IPsecTunnelGroup resources."""
