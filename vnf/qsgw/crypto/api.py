@@ -171,7 +171,11 @@ class EspCipher(Protocol):
     def icv_size(self) -> int: ...
 
     def seal(self, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
-        """ciphertext | ICV; `aad` is SPI | seq (| seq-high for ESN)."""
+        """ciphertext | ICV.
+
+        `aad` is laid out as RFC 4106 §5 says: SPI | Sequence Number, or
+        with ESN SPI | Seq-High | Seq-Low.
+        """
         ...
 
     def open(self, iv: bytes, aad: bytes, sealed: bytes) -> bytes: ...
