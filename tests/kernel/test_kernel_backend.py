@@ -1,0 +1,42 @@
+"""The kernel XFRM backend in a real Debian kernel with ESP (a QEMU VM).
+
+The host's kernel has no ESP, so the cases run inside one VM boot
+(`tests/kernel/guest/guest_kernel_backend.py`) and each is reported here as
+a case of its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from vmsuite import GuestCase
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the VM's 9p share needs root"),
+]
+
+GUEST_CASES = [
+    "test_ping_crosses_the_tunnel_and_esp_counters_move[ipv4_in_ipv4]",
+    "test_ping_crosses_the_tunnel_and_esp_counters_move[ipv6_in_ipv6]",
+    "test_ping_crosses_the_tunnel_and_esp_counters_move[ipv4_in_ipv6]",
+    "test_ping_crosses_the_tunnel_and_esp_counters_move[ipv6_in_ipv4]",
+    "test_udp_encapsulated_esp_carries_traffic[ipv4]",
+    "test_other_algorithms_carry_traffic[chacha20poly1305-ipv4]",
+    "test_other_algorithms_carry_traffic[aescbc-ipv4]",
+    "test_child_sa_rekey_under_traffic_loses_nothing[ipv4]",
+    "test_soft_packet_limit_raises_a_soft_expire_event[ipv4]",
+    "test_traffic_on_a_policy_without_sa_raises_an_acquire[ipv4]",
+    "test_crypto_driver_names_the_kernel_implementation",
+]
+
+
+@pytest.mark.parametrize("case", GUEST_CASES)
+def test_in_vm(case: str, kernel_backend_cases: dict[str, GuestCase]) -> None:
+    assert case in kernel_backend_cases, (
+        f"the guest run did not report {case}; it reported "
+        f"{sorted(kernel_backend_cases)}"
+    )
+    outcome = kernel_backend_cases[case]
+    assert outcome.outcome == "passed", outcome.detail
