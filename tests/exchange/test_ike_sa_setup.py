@@ -1,0 +1,111 @@
+"""IKE SA setup between two in-memory qsgw peers (RFC 7296 §1.2)."""
+
+from __future__ import annotations
+
+from ike_peers import Link, connection, fingerprint
+
+from qsgw.ike import protection
+from qsgw.ike.codec import parse_message
+from qsgw.ike.events import (
+    ChildSaEstablished,
+    IkeSaEstablished,
+)
+from qsgw.ike.tasks import wire
+
+
+def _keys(link: Link) -> tuple[ChildSaEstablished, ChildSaEstablished]:
+    (ci,) = link.i.of(ChildSaEstablished)
+    (cr,) = link.r.of(ChildSaEstablished)
+    assert isinstance(ci, ChildSaEstablished) and isinstance(cr, ChildSaEstablished)
+    return ci, cr
+
+
+def test_psk_x25519_brings_up_ike_sa_and_child_sa_with_matching_keys() -> None:
+    link = Link(connection(initiator=True), connection(initiator=False))
+    link.initiate()
+    # IKE_SA_INIT { SA, KEi, Ni, N(NAT_D) } -->
+    # <-- IKE_SA_INIT { SA, KEr, Nr, N(NAT_D) }
+    # IKE_AUTH { IDi, IDr, AUTH, SAi2, TSi, TSr } -->
+    # <-- IKE_AUTH { IDr, AUTH, SAr2, TSi, TSr }
+    assert link.run() == 4
+
+    assert len(link.i.of(IkeSaEstablished)) == 1
+    assert len(link.r.of(IkeSaEstablished)) == 1
+    ci, cr = _keys(link)
+    assert ci.keys.outbound_spi == cr.keys.inbound_spi
+    assert ci.keys.inbound_spi == cr.keys.outbound_spi
+    assert fingerprint(ci.keys.encryption_key_out) == fingerprint(
+        cr.keys.encryption_key_in
+    )
+    assert fingerprint(ci.keys.encryption_key_in) == fingerprint(
+        cr.keys.encryption_key_out
+    )
+    assert fingerprint(ci.keys.encryption_key_in) != fingerprint(
+        ci.keys.encryption_key_out
+    )
+    assert len(ci.keys.encryption_key_out) == 36  # AES-256 key + 4-octet salt
+
+
+HYBRID = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
+
+
+def test_hybrid_x25519_mlkem768_runs_fragmented_ike_intermediate() -> None:
+    link = Link(
+        connection(initiator=True, proposal=HYBRID, fragment_size=576),
+        connection(initiator=False, proposal=HYBRID, fragment_size=576),
+    )
+    link.initiate()
+    # IKE_SA_INIT { SA, KEi(x25519), Ni, N(INTERMEDIATE_EXCHANGE_SUPPORTED) } -->
+    assert link.step() is not None
+    # <-- IKE_SA_INIT { SA, KEr, Nr, N(INTERMEDIATE_EXCHANGE_SUPPORTED) }
+    assert link.step() is not None
+    # IKE_INTERMEDIATE { KEi(1) = ML-KEM-768 ek } --> in SKF fragments
+    fragments = [h for h in link.collect() if h.to_responder]
+    assert len(fragments) >= 3
+    assert all(len(h.datagram.data) + 28 <= 576 for h in fragments)
+    # <-- IKE_INTERMEDIATE { KEr(1) = ct }, IKE_AUTH both ways
+    link.run()
+
+    (ike_i,) = link.i.engine.ike_sas()
+    (ike_r,) = link.r.engine.ike_sas()
+    assert ike_i.state == ike_r.state == "ESTABLISHED"
+    assert ike_i.algorithms["ke"] == "x25519"
+    assert ike_i.algorithms["ke1"] == "mlkem768"
+    ci, cr = _keys(link)
+    assert fingerprint(ci.keys.encryption_key_out) == fingerprint(
+        cr.keys.encryption_key_in
+    )
+
+
+def test_mlkem768_alone_in_ike_sa_init_establishes() -> None:
+    proposal = "aes256gcm16-prfsha384-mlkem768"
+    link = Link(
+        connection(initiator=True, proposal=proposal),
+        connection(initiator=False, proposal=proposal),
+    )
+    link.initiate()
+    assert link.run() == 4
+    assert link.i.engine.ike_sas()[0].algorithms["ke"] == "mlkem768"
+    ci, cr = _keys(link)
+    assert fingerprint(ci.keys.integrity_key_out) == fingerprint(
+        cr.keys.integrity_key_in
+    )
+
+
+def test_intauth_octets_agree_with_the_codec_helper() -> None:
+    """RFC 9242 §3.3.2 A and P, computed by the engine from the header, equal
+    those `qsgw.ike.protection.intauth_octets` cuts from the raw message."""
+    link = Link(
+        connection(initiator=True, proposal=HYBRID, fragment_size=4000),
+        connection(initiator=False, proposal=HYBRID, fragment_size=4000),
+    )
+    link.initiate()
+    link.step()
+    link.step()
+    (request,) = link.take()
+    raw = request.datagram.data
+    (sa_r,) = link.r.engine.sas.values()
+    opened = wire.open_message(link.r.engine, sa_r, raw, parse_message(raw))
+    assert opened is not None
+    a_octets, p_octets = protection.intauth_octets(raw, opened.p_octets)
+    assert (a_octets, p_octets) == (opened.a_octets, opened.p_octets)

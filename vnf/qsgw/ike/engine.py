@@ -1,0 +1,435 @@
+"""The IKEv2 engine: one sans-I/O object that runs every IKE SA.
+
+The daemon feeds it datagrams, time and randomness; it answers with
+datagrams to send, events and its next deadline (docs/architecture.md).
+Exchanges follow RFC 7296 (IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA,
+INFORMATIONAL), RFC 9242 and RFC 9370 (IKE_INTERMEDIATE, additional key
+exchanges), RFC 8784 (PPK), RFC 7383 (fragmentation) and RFC 6023
+(childless IKE SAs). The exchanges themselves live in `qsgw.ike.tasks`;
+this module owns the SA table, message IDs, retransmission and timers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from qsgw.crypto.api import Random
+from qsgw.ike import info
+from qsgw.ike.config import ConnectionSpec, DpdAction
+from qsgw.ike.constants import ExchangeType, HeaderFlag, NotifyType
+from qsgw.ike.events import (
+    Event,
+    ExchangeCompleted,
+    IkeSaDeleted,
+    IkeSaFailed,
+    LivenessFailed,
+    MessageRejected,
+    MessageSent,
+)
+from qsgw.ike.payloads import IkeHeader, Message, Payload
+from qsgw.ike.sa import (
+    CachedResponse,
+    ChildSa,
+    Endpoint,
+    IkeSa,
+    IkeSaState,
+    PendingRequest,
+    ResponseHandler,
+)
+from qsgw.ike.tasks import (
+    child_sa,
+    create_child,
+    dispatch,
+    ike_init,
+    informational,
+    timers,
+    wire,
+)
+from qsgw.ike.tasks.wire import Reply, exchange_name
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Engine-wide tunables; defaults follow strongSwan's charon.opt."""
+
+    retransmit_timeout: float = 4.0
+    retransmit_base: float = 1.8
+    retransmit_tries: int = 5
+    cookie_threshold: int = 30  # half-open IKE SAs before COOKIEs
+    half_open_timeout: float = 30.0
+    ike_port: int = 500
+    natt_port: int = 4500
+    max_message_size: int = 65535
+    rekey_jitter: float = 0.1  # fraction of rekey_time taken off at random
+    rekey_retry: float = 30.0  # after a failed rekey
+    delete_rekeyed_delay: float = 5.0  # then we delete a replaced SA ourselves
+    nonce_size: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One IKE message to send; the shell adds the non-ESP marker on 4500."""
+
+    data: bytes
+    local: Endpoint
+    remote: Endpoint
+
+
+class IkeEngine:
+    """All IKE SAs of one gateway (RFC 7296), driven from outside."""
+
+    def __init__(
+        self,
+        connections: Sequence[ConnectionSpec],
+        rng: Random,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.rng = rng
+        self.settings = settings or EngineSettings()
+        self.connections: dict[str, ConnectionSpec] = {c.name: c for c in connections}
+        self.sas: dict[int, IkeSa] = {}
+        self.by_spi: dict[bytes, IkeSa] = {}
+        self.half_open: dict[tuple[bytes, Endpoint], IkeSa] = {}
+        self.cookie_secret = rng(32)
+        self._next_id = 1
+        self.now = 0.0  # the time of the current call
+        self._datagrams: list[Datagram] = []
+        self._events: list[Event] = []
+
+    # ------------------------------------------------------------ public API
+
+    def receive_datagram(
+        self, data: bytes, local: Endpoint, remote: Endpoint, now: float
+    ) -> None:
+        """One IKE message (without non-ESP marker) as received."""
+        self.now = now
+        try:
+            dispatch.receive(self, data, local, remote, now)
+            self._run_queues(now)
+        except Exception:
+            # a bug must not take the gateway down with it; the event makes
+            # it visible (metrics, tests)
+            _log.exception("internal error on a received message")
+            self.reject("internal-error")
+
+    def initiate(self, connection: str, now: float, child: str | None = None) -> int:
+        """Start an IKE SA (and its first Child SA); returns its unique id."""
+        self.now = now
+        spec = self.connection(connection)
+        return ike_init.initiate(self, spec, child, now)
+
+    def terminate_ike(self, ike_sa_id: int, now: float) -> None:
+        self.now = now
+        sa = self.sas.get(ike_sa_id)
+        if sa is not None:
+            informational.delete_ike(self, sa, now)
+            self._run_queues(now)
+
+    def terminate_connection(self, connection: str, now: float) -> None:
+        self.now = now
+        for sa in list(self.sas.values()):
+            if sa.connection.name == connection:
+                self.terminate_ike(sa.unique_id, now)
+
+    def rekey_ike(self, ike_sa_id: int, now: float) -> None:
+        self.now = now
+        sa = self.sas.get(ike_sa_id)
+        if sa is not None and sa.state == IkeSaState.ESTABLISHED:
+            create_child.queue_ike_rekey(self, sa)
+            self._run_queues(now)
+
+    def rekey_child(self, child_sa_id: int, now: float) -> None:
+        self.now = now
+        found = self.find_child(child_sa_id)
+        if found is not None:
+            sa, child = found
+            create_child.queue_child_rekey(self, sa, child)
+            self._run_queues(now)
+
+    def child_expired(self, inbound_spi: int, hard: bool, now: float) -> None:
+        """A data-plane lifetime ran out: rekey on soft, delete on hard."""
+        self.now = now
+        spi = inbound_spi.to_bytes(4, "big")
+        for sa in list(self.sas.values()):
+            for child in list(sa.children.values()):
+                if child.inbound_spi != spi:
+                    continue
+                if hard:
+                    informational.delete_child(self, sa, child, now, "expired")
+                else:
+                    create_child.queue_child_rekey(self, sa, child)
+        self._run_queues(now)
+
+    def acquire(self, connection: str, child: str, now: float) -> None:
+        """Traffic hit a trap policy: bring the Child SA up."""
+        self.now = now
+        spec = self.connection(connection)
+        for sa in self.sas.values():
+            if sa.connection.name != connection:
+                continue
+            if any(c.spec.name == child for c in sa.children.values()):
+                return
+            if sa.state == IkeSaState.ESTABLISHED:
+                create_child.queue_new_child(self, sa, child)
+                self._run_queues(now)
+            return
+        self.initiate(spec.name, now, child)
+
+    def set_connections(
+        self, connections: Sequence[ConnectionSpec], now: float
+    ) -> None:
+        """Reload: SAs of unchanged connections stay; others are deleted."""
+        self.now = now
+        new = {c.name: c for c in connections}
+        for sa in list(self.sas.values()):
+            if new.get(sa.connection.name) != sa.connection:
+                self.terminate_ike(sa.unique_id, now)
+        self.connections = new
+
+    def handle_timer(self, now: float) -> None:
+        self.now = now
+        try:
+            for sa in list(self.sas.values()):
+                if sa.unique_id in self.sas:
+                    timers.run(self, sa, now)
+            self._run_queues(now)
+        except Exception:
+            _log.exception("internal error in a timer")
+            self.reject("internal-error")
+
+    def next_timer(self) -> float | None:
+        deadlines = [timers.deadline(self, sa) for sa in self.sas.values()]
+        present = [d for d in deadlines if d is not None]
+        return min(present) if present else None
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def ike_sas(self) -> list[info.IkeSaInfo]:
+        return [info.snapshot(sa) for sa in self.sas.values()]
+
+    # ------------------------------------------------------------ for tasks
+
+    def connection(self, name: str) -> ConnectionSpec:
+        try:
+            return self.connections[name]
+        except KeyError:
+            raise ValueError(f"no connection named {name!r}") from None
+
+    def new_id(self) -> int:
+        unique = self._next_id
+        self._next_id += 1
+        return unique
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def reject(self, reason: str, exchange: int | None = None) -> None:
+        _log.debug("message rejected: %s (%s)", reason, exchange_name(exchange))
+        self.emit(MessageRejected(reason, exchange_name(exchange)))
+
+    def send(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        self._datagrams.append(Datagram(data, local, remote))
+
+    def new_spi(self) -> bytes:
+        """A fresh inbound ESP SPI (>= 256, unique among our Child SAs)."""
+        taken = {
+            c.inbound_spi for sa in self.sas.values() for c in sa.children.values()
+        }
+        while True:
+            spi = self.rng(4)
+            if int.from_bytes(spi, "big") >= 256 and spi not in taken:
+                return spi
+
+    def new_ike_spi(self) -> bytes:
+        while True:
+            spi = self.rng(8)
+            if spi != bytes(8) and spi not in self.by_spi:
+                return spi
+
+    def register(self, sa: IkeSa) -> None:
+        self.sas[sa.unique_id] = sa
+        self.by_spi[sa.local_spi] = sa
+
+    def find_child(self, child_sa_id: int) -> tuple[IkeSa, ChildSa] | None:
+        for sa in self.sas.values():
+            child = sa.children.get(child_sa_id)
+            if child is not None:
+                return sa, child
+        return None
+
+    def half_open_count(self) -> int:
+        """Responder IKE SAs still in their handshake (RFC 7296 §2.6)."""
+        return sum(
+            1 for sa in self.half_open.values() if sa.state == IkeSaState.CONNECTING
+        )
+
+    # ------------------------------------------------------------ requests
+
+    def send_request(
+        self,
+        sa: IkeSa,
+        exchange: ExchangeType,
+        payloads: list[Payload],
+        on_response: ResponseHandler,
+        now: float,
+        *,
+        liveness: bool = False,
+    ) -> wire.Sealed:
+        """Seal and send a request with the next message ID, and keep it for
+        retransmission until its response arrives."""
+        header = self.header(sa, exchange, sa.send_mid, response=False)
+        sealed = wire.seal(self, sa, header, payloads)
+        sa.pending = PendingRequest(
+            exchange=exchange,
+            message_id=sa.send_mid,
+            datagrams=sealed.datagrams,
+            on_response=on_response,
+            started=now,
+            next_retransmit=now + self.settings.retransmit_timeout,
+            liveness=liveness,
+        )
+        self._transmit(sa, sealed.datagrams, exchange, response=False)
+        return sealed
+
+    def send_plain_request(
+        self,
+        sa: IkeSa,
+        payloads: list[Payload],
+        on_response: ResponseHandler,
+        now: float,
+    ) -> bytes:
+        """The IKE_SA_INIT request: unencrypted, message ID 0."""
+        header = self.header(sa, ExchangeType.IKE_SA_INIT, 0, response=False)
+        data = wire.encode_plain(header, payloads)
+        sa.pending = PendingRequest(
+            exchange=ExchangeType.IKE_SA_INIT,
+            message_id=0,
+            datagrams=[data],
+            on_response=on_response,
+            started=now,
+            next_retransmit=now + self.settings.retransmit_timeout,
+        )
+        self._transmit(sa, [data], ExchangeType.IKE_SA_INIT, response=False)
+        return data
+
+    def send_reply(self, sa: IkeSa, request: IkeHeader, reply: Reply) -> None:
+        """Seal our response to `request`, cache it and send it."""
+        exchange = int(request.exchange)
+        header = self.header(sa, exchange, request.message_id, response=True)
+        sealed = wire.seal(self, sa, header, reply.payloads)
+        requests = frozenset(sa.request_datagrams)
+        sa.request_datagrams = []
+        sa.cached = CachedResponse(request.message_id, sealed.datagrams, requests)
+        sa.recv_mid = request.message_id + 1
+        self._transmit(sa, sealed.datagrams, exchange, response=True)
+        if reply.after is not None:
+            reply.after(sealed)
+
+    def header(
+        self, sa: IkeSa, exchange: int, message_id: int, *, response: bool
+    ) -> IkeHeader:
+        flags = HeaderFlag.INITIATOR if sa.initiator else HeaderFlag.NONE
+        if response:
+            flags |= HeaderFlag.RESPONSE
+        return IkeHeader(
+            spi_i=sa.spi_i,
+            spi_r=sa.spi_r,
+            next_payload=0,
+            exchange=exchange,
+            flags=flags,
+            message_id=message_id,
+        )
+
+    def _transmit(
+        self, sa: IkeSa, datagrams: list[bytes], exchange: int, *, response: bool
+    ) -> None:
+        for data in datagrams:
+            self.send(data, sa.local, sa.remote)
+        kind = "response" if response else "request"
+        sa.log.debug(
+            "sending %s %s in %d datagram(s)",
+            exchange_name(exchange),
+            kind,
+            len(datagrams),
+        )
+        self.emit(MessageSent(exchange_name(exchange), response))
+
+    def retransmit(self, sa: IkeSa, now: float) -> None:
+        """RFC 7296 §2.1: resend the same octets, with exponential backoff."""
+        pending = sa.pending
+        if pending is None:
+            return
+        pending.tries += 1
+        backoff = self.settings.retransmit_base**pending.tries
+        pending.next_retransmit = now + self.settings.retransmit_timeout * backoff
+        for data in pending.datagrams:
+            self.send(data, sa.local, sa.remote)
+        self.emit(MessageSent(exchange_name(pending.exchange), False))
+
+    def resend_cached(self, sa: IkeSa) -> None:
+        if sa.cached is not None:
+            for data in sa.cached.datagrams:
+                self.send(data, sa.local, sa.remote)
+
+    def complete_exchange(self, sa: IkeSa, message: Message, now: float) -> None:
+        """The response to our pending request arrived: advance and hand it on."""
+        pending = sa.pending
+        if pending is None:
+            return
+        sa.pending = None
+        sa.send_mid += 1
+        self.emit(ExchangeCompleted(exchange_name(pending.exchange), True, 0.0))
+        pending.on_response(message, now)
+
+    def _run_queues(self, now: float) -> None:
+        """Start queued exchanges on SAs with nothing in flight."""
+        for sa in list(self.sas.values()):
+            while sa.pending is None and sa.queue and sa.unique_id in self.sas:
+                task = sa.queue.pop(0)
+                task(now)
+
+    # ------------------------------------------------------------ endings
+
+    def destroy(self, sa: IkeSa) -> None:
+        """Forget an IKE SA (events are the caller's)."""
+        sa.state = IkeSaState.DESTROYED
+        sa.pending = None
+        sa.queue.clear()
+        self.sas.pop(sa.unique_id, None)
+        if self.by_spi.get(sa.local_spi) is sa:
+            del self.by_spi[sa.local_spi]
+        for key, value in list(self.half_open.items()):
+            if value is sa:
+                del self.half_open[key]
+
+    def fail(self, sa: IkeSa, reason: str, notify: NotifyType | None = None) -> None:
+        """An IKE SA that never came up."""
+        sa.log.info("IKE SA failed: %s", reason)
+        name = notify.name if notify is not None else ""
+        self.emit(IkeSaFailed(sa.unique_id, sa.connection.name, reason, name))
+        self.destroy(sa)
+
+    def delete(self, sa: IkeSa, reason: str) -> None:
+        """An established IKE SA and all its Child SAs are gone."""
+        for child in list(sa.children.values()):
+            child_sa.forget(self, sa, child, reason)
+        sa.log.info("IKE SA deleted: %s", reason)
+        self.emit(IkeSaDeleted(sa.unique_id, sa.connection.name, reason))
+        self.destroy(sa)
+
+    def dead_peer(self, sa: IkeSa, now: float) -> None:
+        """RFC 7296 §2.4: retransmissions ran out on an established SA."""
+        self.emit(LivenessFailed(sa.unique_id, sa.connection.name))
+        self.delete(sa, "dead-peer")
+        if sa.connection.dpd_action == DpdAction.RESTART:
+            self.initiate(sa.connection.name, now)
