@@ -29,6 +29,7 @@ GUEST_CASES = [
     "test_soft_packet_limit_raises_a_soft_expire_event[ipv4]",
     "test_traffic_on_a_policy_without_sa_raises_an_acquire[ipv4]",
     "test_crypto_driver_names_the_kernel_implementation",
+    "test_kernel_data_plane_reports_itself_available",
 ]
 
 

@@ -30,7 +30,7 @@ from qsgw.esp.backend import (
     SaSpec,
     UdpEncapsulation,
 )
-from qsgw.esp.kernel import KernelBackend, crypto_driver
+from qsgw.esp.kernel import KernelBackend, available, crypto_driver
 
 SEED = b"kernel-backend-guest"
 NO_LIMITS = Lifetime()
@@ -373,3 +373,9 @@ def test_crypto_driver_names_the_kernel_implementation() -> None:
     finally:
         tunnel_probe.delete()
     assert driver.startswith("rfc4106-gcm-")
+
+
+def test_kernel_data_plane_reports_itself_available() -> None:
+    # the `auto` rule picks the kernel where it accepts an ESP state
+    assert available() is None
+    assert sh("ip", "xfrm", "state").strip() == "", "the probe left an SA behind"

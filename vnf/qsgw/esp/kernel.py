@@ -17,6 +17,7 @@ thread and handed to the event sink from that thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from ipaddress import ip_network
+from ipaddress import ip_address
 from typing import Any, TypeVar
 
 from qsgw.esp import xfrm
@@ -82,22 +83,44 @@ class KernelError(RuntimeError):
 def kernel_has_esp() -> bool:
     """Whether this kernel accepts an ESP state (the `auto` rule's probe).
 
-    Installs a throw-away SA with an SPI from the kernel and deletes it
-    again; any refusal means no.
+    Installs a throw-away AES-GCM SA between loopback addresses under an SPI
+    the kernel allocates, and deletes it again; any refusal means no.
     """
     try:
         channel = XfrmChannel()
     except OSError:
         return False
+    loopback = ip_address("127.0.0.1")
     try:
-        loopback = ip_network("127.0.0.1/32").network_address
         spi = channel.allocate_spi(loopback, loopback)
-        channel.delete_sa(spi, loopback)
+    except (KernelError, OSError):
+        channel.close()
+        return False
+    probe = SaSpec(
+        spi=spi,
+        direction=Direction.INBOUND,
+        source=loopback,
+        destination=loopback,
+        algorithm=EspAlgorithm.AES_GCM_16,
+        encryption_key=os.urandom(20),
+        key_bits=128,
+    )
+    try:
+        channel.request(build_sa(probe), xfrm.XFRM_MSG_UPDSA, NLM_F_ACK, "probe")
         return True
     except (KernelError, OSError):
         return False
     finally:
+        with contextlib.suppress(KernelError, OSError):
+            channel.delete_sa(spi, loopback)
         channel.close()
+
+
+def available() -> str | None:
+    """Why this data plane cannot run here, or None when it can."""
+    if kernel_has_esp():
+        return None
+    return "this kernel refuses ESP states (built without CONFIG_INET_ESP?)"
 
 
 class XfrmChannel:

@@ -1,0 +1,246 @@
+"""The control socket: line-delimited JSON over a unix socket (mode 0600).
+
+A request is one line `{"command": "sas", "args": {...}}`; the answer is
+one line, `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
+A client may send several requests on one connection. `request()` is the
+synchronous client the CLI uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qsgw.daemon.server import Gateway
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = Path("/run/qsgw/qsgw.sock")
+MAX_REQUEST = 64 * 1024
+DEFAULT_WAIT = 10.0
+
+
+class CommandError(Exception):
+    """A command that could not be carried out; the message is for the user."""
+
+
+class DaemonUnreachable(Exception):
+    """No daemon answers on the control socket."""
+
+
+# --- the server side -------------------------------------------------------------
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class Commands:
+    """The commands the control socket understands, bound to a gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._handlers: dict[str, Handler] = {
+            "initiate": self._initiate,
+            "terminate": self._terminate,
+            "rekey": self._rekey,
+            "reload": self._reload,
+            "sas": self._sas,
+            "conns": self._conns,
+            "status": self._status,
+        }
+
+    async def run(self, command: str, args: dict[str, Any]) -> Any:
+        handler = self._handlers.get(command)
+        if handler is None:
+            raise CommandError(f"unknown command '{command}'")
+        return await handler(args)
+
+    async def _initiate(self, args: dict[str, Any]) -> Any:
+        connection = _text(args, "conn")
+        child = _optional_text(args, "child")
+        return await self._gateway.initiate(connection, child, _wait(args))
+
+    async def _terminate(self, args: dict[str, Any]) -> Any:
+        if "ike" in args:
+            return await self._gateway.terminate_ike(_number(args, "ike"), _wait(args))
+        connection = _text(args, "conn")
+        return await self._gateway.terminate_connection(connection, _wait(args))
+
+    async def _rekey(self, args: dict[str, Any]) -> Any:
+        if "ike" in args:
+            return self._gateway.rekey_ike(_number(args, "ike"))
+        return self._gateway.rekey_child(_number(args, "child"))
+
+    async def _reload(self, args: dict[str, Any]) -> Any:
+        return self._gateway.reload()
+
+    async def _sas(self, args: dict[str, Any]) -> Any:
+        return self._gateway.sas()
+
+    async def _conns(self, args: dict[str, Any]) -> Any:
+        return self._gateway.conns()
+
+    async def _status(self, args: dict[str, Any]) -> Any:
+        return self._gateway.status()
+
+
+def _text(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise CommandError(f"'{name}' must be a non-empty string")
+    return value
+
+
+def _optional_text(args: dict[str, Any], name: str) -> str | None:
+    return None if args.get(name) is None else _text(args, name)
+
+
+def _number(args: dict[str, Any], name: str) -> int:
+    value = args.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CommandError(f"'{name}' must be an integer")
+    return value
+
+
+def _wait(args: dict[str, Any]) -> float:
+    value = args.get("wait", DEFAULT_WAIT)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandError("'wait' must be a number of seconds")
+    return float(value)
+
+
+async def serve(commands: Commands, path: Path) -> asyncio.Server:
+    """Listen on `path`, readable and writable by the owner only."""
+    sock = _bind(path)
+
+    async def handle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while line := await reader.readline():
+                answer = await _answer(commands, line)
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_unix_server(handle, sock=sock, limit=MAX_REQUEST)
+
+
+def _bind(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if path.exists() or path.is_symlink():
+        if _alive(path):
+            raise OSError(f"another daemon is listening on {path}")
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_mask)
+    os.chmod(path, 0o600)
+    return sock
+
+
+def _alive(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def remove_socket(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+async def _answer(commands: Commands, line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+            raise CommandError("a request is an object with a 'command' string")
+        args = request.get("args") or {}
+        if not isinstance(args, dict):
+            raise CommandError("'args' must be an object")
+        result = await commands.run(request["command"], args)
+    except CommandError as exc:
+        return {"ok": False, "error": str(exc)}
+    except json.JSONDecodeError:
+        return {"ok": False, "error": "a request is one line of JSON"}
+    except Exception:
+        logger.exception("control command failed")
+        return {"ok": False, "error": "internal error (see the daemon's log)"}
+    return {"ok": True, "result": result}
+
+
+# --- the client side -------------------------------------------------------------
+
+
+def request(
+    path: Path, command: str, args: dict[str, Any] | None = None, timeout: float = 30.0
+) -> Any:
+    """Send one command and return its result; raises CommandError or
+    DaemonUnreachable."""
+    line = json.dumps({"command": command, "args": args or {}}).encode() + b"\n"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        _connect(sock, path)
+        sock.sendall(line)
+        answer = _read_line(sock)
+    finally:
+        sock.close()
+    reply = json.loads(answer)
+    if not reply.get("ok"):
+        raise CommandError(str(reply.get("error", "failed")))
+    return reply.get("result")
+
+
+def _connect(sock: socket.socket, path: Path) -> None:
+    try:
+        sock.connect(str(path))
+    except PermissionError:
+        raise DaemonUnreachable(
+            f"permission denied on {path}: the control socket is for root"
+        ) from None
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise DaemonUnreachable(
+            f"cannot reach the daemon at {path}: is `qsgw run` started?"
+        ) from None
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    chunks = []
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    except TimeoutError:
+        raise CommandError("the daemon did not answer in time") from None
+    data = b"".join(chunks)
+    if not data:
+        raise CommandError("the daemon closed the connection without an answer")
+    return data

@@ -1,0 +1,96 @@
+"""Logging set-up: text for people, JSON lines for clusters.
+
+Every module logs through its own `logging.getLogger(__name__)`; lines
+about one IKE SA go through an `SaLogger` that prefixes the connection and
+the SA's unique id and, in JSON, adds them as fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+_FIELDS = ("connection", "ike_sa")
+_SYSLOG = "/dev/log"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and SA fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in _FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class SaLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes `[connection|#id]` to every line about one IKE SA."""
+
+    def __init__(self, logger: logging.Logger, connection: str, ike_sa: int) -> None:
+        super().__init__(logger, {"connection": connection, "ike_sa": ike_sa})
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = self.extra or {}
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"[{extra['connection']}|#{extra['ike_sa']}] {msg}", kwargs
+
+
+def configure(
+    level: str, fmt: str, file: Path | None = None, *, detached: bool = False
+) -> None:
+    """Log at `level` in `fmt` (text | json) to `file`, else to stderr, or
+    to syslog when detached from the terminal."""
+    handler = _handler(file, detached)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    set_level(level)
+
+
+def _handler(file: Path | None, detached: bool) -> logging.Handler:
+    if file is not None:
+        return logging.FileHandler(file, encoding="utf-8")
+    if detached and Path(_SYSLOG).exists():
+        return logging.handlers.SysLogHandler(_SYSLOG)
+    if detached:
+        return logging.NullHandler()
+    return logging.StreamHandler(sys.stderr)
+
+
+def set_level(level: str) -> None:
+    """`level` for qsgw's own loggers; libraries stay at INFO or above, so
+    that `debug` shows qsgw's messages, not pyroute2's netlink traffic."""
+    value = _LEVELS.get(level, logging.INFO)
+    logging.getLogger("qsgw").setLevel(value)
+    logging.getLogger().setLevel(max(value, logging.INFO))

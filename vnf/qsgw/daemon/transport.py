@@ -1,0 +1,264 @@
+"""UDP sockets for IKE (port 500) and NAT traversal (port 4500).
+
+One non-blocking socket per listen address and port, read from the asyncio
+loop with `recvmsg`. On a wildcard address the kernel tells us, through
+IP_PKTINFO / IPV6_PKTINFO, which local address a datagram was sent to, and
+replies leave from that same address. IPv6 sockets are IPV6_V6ONLY so that
+IPv4 always arrives on the IPv4 socket.
+
+RFC 3948 §2.2 and RFC 7296 §2.23: on port 4500 an IKE message follows a
+4-octet zero non-ESP marker, a single 0xFF octet is a NAT keepalive, and
+anything else is ESP for the data plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from qsgw.ike.config import IPAddress
+
+logger = logging.getLogger(__name__)
+
+Endpoint = tuple[IPAddress, int]
+
+NON_ESP_MARKER = b"\x00\x00\x00\x00"
+NAT_KEEPALIVE = b"\xff"
+
+# Linux values; Python 3.11 exports only the IPv6 names.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_IN_PKTINFO = struct.Struct("=I4s4s")  # ifindex, spec_dst, addr
+_IN6_PKTINFO = struct.Struct("=16sI")  # addr, ifindex
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_IN6_PKTINFO.size)
+_MAX_DATAGRAM = 65535
+_RECEIVE_BURST = 64  # datagrams read per wake-up before yielding to the loop
+
+_NO_FAMILY = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One datagram sorted by the rules of its port."""
+
+    kind: str  # "ike" | "esp" | "keepalive" | "runt"
+    data: bytes
+
+
+def classify(data: bytes, natt: bool) -> Received:
+    """What a datagram is, with the non-ESP marker removed from IKE."""
+    if not natt:
+        return Received("ike", data)
+    if data == NAT_KEEPALIVE:
+        return Received("keepalive", data)
+    if len(data) < 4:
+        return Received("runt", data)
+    if data[:4] == NON_ESP_MARKER:
+        return Received("ike", data[4:])
+    return Received("esp", data)
+
+
+UDP_ENCAP = 100  # linux/udp.h
+UDP_ENCAP_ESPINUDP = 2
+
+
+class UdpEndpoint:
+    """One bound UDP socket."""
+
+    def __init__(self, address: IPAddress, port: int, natt: bool) -> None:
+        self.address = address
+        self.natt = natt
+        self.wildcard = address.is_unspecified
+        self.family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        try:
+            self.sock = _bind(address, port, self.family)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise OSError(exc.errno, f"UDP {address} port {port}: {reason}") from None
+        self.port = int(self.sock.getsockname()[1])
+
+    def read_burst(self) -> list[tuple[bytes, Endpoint, Endpoint]]:
+        """Datagrams waiting on the socket: (data, local, remote)."""
+        out = []
+        for _ in range(_RECEIVE_BURST):
+            try:
+                data, ancillary, _flags, peer = self.sock.recvmsg(
+                    _MAX_DATAGRAM, _ANCILLARY_SIZE
+                )
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable reported late
+                logger.debug("receive on %s:%d: %s", self.address, self.port, exc)
+                continue
+            local = (self._local_address(ancillary), self.port)
+            remote = (ip_address(peer[0].split("%")[0]), int(peer[1]))
+            out.append((data, local, remote))
+        return out
+
+    def _local_address(self, ancillary: list[tuple[int, int, bytes]]) -> IPAddress:
+        for level, kind, payload in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                _ifindex, _spec_dst, destination = _IN_PKTINFO.unpack(
+                    payload[: _IN_PKTINFO.size]
+                )
+                return IPv4Address(destination)
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                destination, _ifindex = _IN6_PKTINFO.unpack(
+                    payload[: _IN6_PKTINFO.size]
+                )
+                return IPv6Address(destination)
+        return self.address
+
+    def send(self, data: bytes, local: IPAddress, remote: Endpoint) -> None:
+        target = (str(remote[0]), remote[1])
+        ancillary = []
+        if self.wildcard and not local.is_unspecified:
+            ancillary.append(self._source_ancillary(local))
+        try:
+            self.sock.sendmsg([data], ancillary, 0, target)
+        except (BlockingIOError, InterruptedError):
+            logger.debug("send buffer full, dropped a datagram to %s", target)
+        except OSError as exc:
+            logger.warning("cannot send to %s:%d: %s", remote[0], remote[1], exc)
+
+    def _source_ancillary(self, local: IPAddress) -> tuple[int, int, bytes]:
+        if isinstance(local, IPv4Address):
+            info = _IN_PKTINFO.pack(0, local.packed, bytes(4))
+            return (socket.IPPROTO_IP, IP_PKTINFO, info)
+        return (
+            socket.IPPROTO_IPV6,
+            socket.IPV6_PKTINFO,
+            _IN6_PKTINFO.pack(local.packed, 0),
+        )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _bind(address: IPAddress, port: int, family: socket.AddressFamily) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.bind((str(address), port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+DatagramHandler = Callable[["UdpEndpoint", bytes, Endpoint, Endpoint], None]
+
+
+class UdpTransport:
+    """All IKE sockets of the gateway, and the choice of socket to send on."""
+
+    def __init__(
+        self,
+        addresses: Sequence[IPAddress],
+        ike_port: int,
+        natt_port: int,
+        on_datagram: DatagramHandler,
+    ) -> None:
+        self.ike_port = ike_port
+        self.natt_port = natt_port
+        self._on_datagram = on_datagram
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.endpoints: list[UdpEndpoint] = []
+        try:
+            for address in addresses:
+                self._open(address)
+        except OSError:
+            self.close()
+            raise
+        if not self.endpoints:
+            raise OSError(errno.EADDRNOTAVAIL, "no listen address could be opened")
+
+    def _open(self, address: IPAddress) -> None:
+        try:
+            ike = UdpEndpoint(address, self.ike_port, natt=False)
+        except OSError as exc:
+            # A wildcard of a family the kernel lacks (e.g. booted without
+            # IPv6) is skipped; a named address must work.
+            if not address.is_unspecified or exc.errno not in _NO_FAMILY:
+                raise
+            logger.warning("not listening on %s: %s", address, exc.strerror)
+            return
+        try:
+            natt = UdpEndpoint(address, self.natt_port, natt=True)
+        except OSError:
+            ike.close()
+            raise
+        self.endpoints += [ike, natt]
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for endpoint in self.endpoints:
+            loop.add_reader(endpoint.sock.fileno(), self._readable, endpoint)
+
+    def _readable(self, endpoint: UdpEndpoint) -> None:
+        for data, local, remote in endpoint.read_burst():
+            try:
+                self._on_datagram(endpoint, data, local, remote)
+            except Exception:
+                logger.exception("failed to handle a datagram from %s", remote[0])
+
+    def is_natt_port(self, port: int) -> bool:
+        return port == self.natt_port
+
+    def hand_esp_in_udp_to_kernel(self) -> None:
+        """Let the kernel take ESP-in-UDP off the NAT-T sockets (RFC 3948).
+
+        With the kernel data plane, XFRM decapsulates only what arrives on a
+        socket marked UDP_ENCAP_ESPINUDP; IKE behind the non-ESP marker still
+        reaches us, marker included.
+        """
+        for endpoint in self.endpoints:
+            if endpoint.natt:
+                endpoint.sock.setsockopt(
+                    socket.IPPROTO_UDP, UDP_ENCAP, UDP_ENCAP_ESPINUDP
+                )
+
+    def send_ike(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        """Send an IKE message, with the non-ESP marker on the NAT-T port."""
+        endpoint = self._endpoint_for(local, remote[0])
+        if endpoint is None:
+            logger.warning("no socket to send from %s:%d", local[0], local[1])
+            return
+        payload = NON_ESP_MARKER + data if endpoint.natt else data
+        endpoint.send(payload, local[0], remote)
+
+    def send_esp(self, packet: bytes, local: Endpoint, remote: Endpoint) -> None:
+        """Send RFC 3948 ESP-in-UDP for the data plane (no marker)."""
+        endpoint = self._endpoint_for(local, remote[0])
+        if endpoint is not None and endpoint.natt:
+            endpoint.send(packet, local[0], remote)
+
+    def _endpoint_for(self, local: Endpoint, remote: IPAddress) -> UdpEndpoint | None:
+        natt = local[1] == self.natt_port
+        candidates = [
+            e
+            for e in self.endpoints
+            if e.natt == natt and e.address.version == remote.version
+        ]
+        exact = [e for e in candidates if e.address == local[0]]
+        wildcard = [e for e in candidates if e.wildcard]
+        chosen = exact or wildcard or candidates
+        return chosen[0] if chosen else None
+
+    def close(self) -> None:
+        for endpoint in self.endpoints:
+            if self._loop is not None:
+                self._loop.remove_reader(endpoint.sock.fileno())
+            endpoint.close()
+        self.endpoints = []
