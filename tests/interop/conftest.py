@@ -24,6 +24,7 @@ from .peers import (
     create_site_pair,
     peers_dir,
 )
+from .qsgw_configs import QsgwGateway
 
 _BUILD_ERROR = pytest.StashKey[str]()
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -82,7 +83,8 @@ def peer_rootfs(pytestconfig: pytest.Config) -> Path:
 
 def _print_log_tails(workdir: Path) -> None:
     print(f"interop working directory kept: {workdir}")
-    for log in sorted(workdir.rglob("*.log")) + sorted(workdir.rglob("*.stdout")):
+    logs = [sorted(workdir.rglob(f"*.{suffix}")) for suffix in ("log", "stdout", "out")]
+    for log in [path for paths in logs for path in paths]:
         lines = log.read_text(errors="replace").splitlines()
         # pluto's debug lines start with "| " after the time stamp
         lines = [line for line in lines if "| " not in line[:30]]
@@ -162,3 +164,28 @@ def libreswan_right(
         yield peer
     finally:
         peer.stop()
+
+
+@pytest.fixture
+def strongswan_right(
+    site_pair: SitePair, peer_rootfs: Path, interop_workdir: Path
+) -> Iterator[StrongswanPeer]:
+    """charon running in the right namespace, nothing loaded yet."""
+    peer = StrongswanPeer(
+        "right", site_pair.right.namespace, peer_rootfs, interop_workdir / "right"
+    )
+    try:
+        peer.start()
+        yield peer
+    finally:
+        peer.stop()
+
+
+@pytest.fixture
+def qsgw_left(site_pair: SitePair, interop_workdir: Path) -> Iterator[QsgwGateway]:
+    """qsgw for the left namespace; the test starts it with its config."""
+    gateway = QsgwGateway("left", site_pair.left, interop_workdir / "left")
+    try:
+        yield gateway
+    finally:
+        gateway.stop()

@@ -97,3 +97,22 @@ class QsgwDaemon:
     def sas(self) -> Any:
         """The daemon's IKE and Child SAs, as `qsgw sas --json` gives them."""
         return json.loads(self.cli("sas", "--json"))
+
+    def try_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Runs `qsgw --socket SOCKET ARGS...` whatever its exit status."""
+        return self._cli(*args, check=False)
+
+    def initiate(
+        self, connection: str, child: str | None = None, wait: float = 15.0
+    ) -> str:
+        """`qsgw initiate --conn CONNECTION [--child CHILD] --wait WAIT`."""
+        args = ["initiate", "--conn", connection, "--wait", str(wait)]
+        if child is not None:
+            args += ["--child", child]
+        return self.cli(*args)
+
+    def rekey_ike(self, unique_id: int) -> str:
+        return self.cli("rekey", "--ike", str(unique_id))
+
+    def rekey_child(self, unique_id: int) -> str:
+        return self.cli("rekey", "--child", str(unique_id))
