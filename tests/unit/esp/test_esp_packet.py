@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from qsgw.crypto import esp_cipher, esp_keymat_size
 from qsgw.crypto.api import EspCipher
-from qsgw.crypto.esp import esp_cipher
 from qsgw.esp.packet import (
     IPPROTO_IPIP,
     IPPROTO_IPV6,
@@ -106,7 +106,6 @@ SUITES = [
 def _pair(
     name: str, bits: int, integrity: str, *, esn: bool = True, window: int = 64
 ) -> tuple[OutboundSa, InboundSa]:
-    from qsgw.crypto.esp import esp_keymat_size
 
     rng = random.Random(f"{name}{bits}{integrity}")
     keys = rng.randbytes(esp_keymat_size(name, bits, integrity))

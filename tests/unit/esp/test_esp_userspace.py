@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, ip_address, ip_network
 
 import pytest
 
-from qsgw.crypto.esp import esp_cipher
+from qsgw.crypto import esp_cipher
 from qsgw.esp.backend import (
     BackendEvent,
     BackendEventKind,

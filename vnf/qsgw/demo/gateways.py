@@ -24,6 +24,7 @@ import yaml
 
 from qsgw.daemon import control
 from qsgw.demo.cleanup import Cleanup
+from qsgw.demo.timing import TIME_SCALE
 from qsgw.demo.topology import DemoError, Side, Topology, in_namespace
 
 IKE_PROPOSAL = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
@@ -34,10 +35,10 @@ PPK_ID = "demo-ppk"
 METRICS_PORT = 9500
 SECRET_OCTETS = 32  # RFC 8784 §3: a PPK of at least 256 bits
 
-START_TIMEOUT = 20.0
-ESTABLISH_TIMEOUT = 20.0
-INSTALL_TIMEOUT = 10.0
-STOP_TIMEOUT = 8.0
+START_TIMEOUT = 20.0 * TIME_SCALE
+ESTABLISH_TIMEOUT = 20.0 * TIME_SCALE
+INSTALL_TIMEOUT = 10.0 * TIME_SCALE
+STOP_TIMEOUT = 8.0 * TIME_SCALE
 _POLL = 0.1
 _LOG_TAIL_LINES = 15
 
@@ -56,7 +57,7 @@ class Gateway:
 
     def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
         try:
-            return control.request(self.socket, command, args, timeout=5.0)
+            return control.request(self.socket, command, args, timeout=5.0 * TIME_SCALE)
         except (control.CommandError, control.DaemonUnreachable, OSError) as exc:
             raise DemoError(
                 f"{self.name} did not answer '{command}' ({exc}); its log:\n"
@@ -168,7 +169,7 @@ def wait_ready(gateway: Gateway, timeout: float) -> None:
                 f"while starting; its log:\n{gateway.log_tail()}"
             )
         try:
-            control.request(gateway.socket, "status", timeout=5.0)
+            control.request(gateway.socket, "status", timeout=5.0 * TIME_SCALE)
             return
         except (control.DaemonUnreachable, control.CommandError, OSError):
             time.sleep(_POLL)

@@ -17,9 +17,11 @@ import sys
 import time
 import urllib.request
 
+from qsgw.demo.timing import TIME_SCALE
+
 _CHUNK = 64 * 1024
-_ACCEPT_TIMEOUT = 20.0
-_IO_TIMEOUT = 10.0
+_ACCEPT_TIMEOUT = 20.0 * TIME_SCALE
+_IO_TIMEOUT = 10.0 * TIME_SCALE
 
 
 def metrics(port: int) -> str:

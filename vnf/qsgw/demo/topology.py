@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from qsgw.demo.cleanup import Cleanup
+from qsgw.demo.timing import TIME_SCALE
 
-COMMAND_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 10.0 * TIME_SCALE
 PREFIX = "qsgw-demo-"
 
 

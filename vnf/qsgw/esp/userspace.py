@@ -53,8 +53,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from pyroute2 import IPRoute
 
+from qsgw.crypto import esp_cipher
 from qsgw.crypto.api import EspCipher, Random
-from qsgw.crypto.esp import esp_cipher
 from qsgw.esp.backend import (
     BackendEvent,
     BackendEventKind,
@@ -334,7 +334,8 @@ class UserspaceBackend:
 
     def _install_inbound(self, spec: SaSpec, previous: _Inbound | None) -> None:
         if previous is not None and _same_keys(previous.spec, spec):
-            self._inbound[spec.spi] = _Inbound(spec, previous.sa, previous.created)
+            kept = _Inbound(spec, previous.sa, previous.created, previous.soft_fired)
+            self._inbound[spec.spi] = kept
             return
         sa = InboundSa(
             spec.spi,
@@ -350,6 +351,7 @@ class UserspaceBackend:
     def _install_outbound(self, spec: SaSpec, previous: _Outbound | None) -> None:
         if previous is not None and _same_keys(previous.spec, spec):
             sa, created = previous.sa, previous.created
+            soft_fired = previous.soft_fired
         else:
             sa = OutboundSa(
                 spec.spi,
@@ -360,9 +362,9 @@ class UserspaceBackend:
                 random=self._random,
                 exhaustion_margin=self._exhaustion_margin,
             )
-            created = self._clock()
+            created, soft_fired = self._clock(), False
         sendto, target = self._sender(spec)
-        entry = _Outbound(spec, sa, sendto, target, created)
+        entry = _Outbound(spec, sa, sendto, target, created, soft_fired)
         self._outbound[(spec.spi, spec.destination)] = entry
         # make-before-break: the newest SA of a policy carries its traffic;
         # an update leaves the choice as it was

@@ -1,0 +1,1 @@
+"""Tests with real packets in network namespaces (root only)."""
