@@ -30,14 +30,14 @@ GUEST_CASES = [
     "test_traffic_on_a_policy_without_sa_raises_an_acquire[ipv4]",
     "test_crypto_driver_names_the_kernel_implementation",
     "test_kernel_data_plane_reports_itself_available",
+    "test_status_names_the_kernel_driver_for_each_algorithm",
 ]
 
 
 @pytest.mark.parametrize("case", GUEST_CASES)
-def test_in_vm(case: str, kernel_backend_cases: dict[str, GuestCase]) -> None:
-    assert case in kernel_backend_cases, (
-        f"the guest run did not report {case}; it reported "
-        f"{sorted(kernel_backend_cases)}"
+def test_in_vm(case: str, kernel_guest_cases: dict[str, GuestCase]) -> None:
+    assert case in kernel_guest_cases, (
+        f"the guest run did not report {case}; it reported {sorted(kernel_guest_cases)}"
     )
-    outcome = kernel_backend_cases[case]
+    outcome = kernel_guest_cases[case]
     assert outcome.outcome == "passed", outcome.detail

@@ -379,3 +379,9 @@ def test_kernel_data_plane_reports_itself_available() -> None:
     # the `auto` rule picks the kernel where it accepts an ESP state
     assert available() is None
     assert sh("ip", "xfrm", "state").strip() == "", "the probe left an SA behind"
+
+
+def test_status_names_the_kernel_driver_for_each_algorithm() -> None:
+    drivers = KernelBackend().crypto_drivers()
+    assert drivers["aesgcm16"].startswith("rfc4106-gcm-")
+    assert "chacha" in drivers["chacha20poly1305"]

@@ -164,6 +164,29 @@ def test_rekey_adds_new_sas_before_old_ones_go_and_keeps_policies() -> None:
     assert set(backend.sas) == {(0x1003, LOCAL), (0x2004, REMOTE)}
 
 
+def test_rekey_we_answered_sends_on_the_new_sa_only_after_the_old_goes() -> None:
+    child, backend = installer()
+    old, new = keys(0x1001, 0x2002), keys(0x1003, 0x2004)
+    child.install(established(2, old))
+    backend.calls.clear()
+
+    # CREATE_CHILD_SA <-- { SA, Ni, [KEi], TSi, TSr, N(REKEY_SA) } answered
+    child.install(ChildSaRekeyed(1, 2, 3, "site", "net", new, initiator=False))
+    assert [(c.method, c.args[0].spi) for c in backend.calls] == [("add_sa", 0x1003)]
+    assert (0x2004, REMOTE) not in backend.sas
+
+    # INFORMATIONAL <-- { D(old) }: the peer has switched, so do we
+    child.remove(deleted(2, old))
+    calls = [(c.method, c.args[0] if c.method == "delete_sa" else c.args[0].spi)
+             for c in backend.calls[1:]]  # fmt: skip
+    assert calls == [
+        ("add_sa", 0x2004),
+        ("delete_sa", 0x1001),
+        ("delete_sa", 0x2002),
+    ]
+    assert set(backend.sas) == {(0x1003, LOCAL), (0x2004, REMOTE)}
+
+
 def test_last_child_deleted_removes_policies_and_route() -> None:
     child, backend = installer()
     k = keys(0x1001, 0x2002)

@@ -224,6 +224,8 @@ class ChildInstaller:
         self._policies: Counter[PolicySpec] = Counter()
         self._routes: Counter[tuple[IPNetwork, int]] = Counter()
         self._traps: dict[str, tuple[PolicySpec, ...]] = {}
+        # new outbound SAs of rekeys we answered, by the Child SA they replace
+        self._deferred: dict[int, SaSpec] = {}
 
     @property
     def children(self) -> list[InstalledChild]:
@@ -248,8 +250,15 @@ class ChildInstaller:
         reqid = self.reqid(event.connection, event.child)
         spec = self._child_spec(event.connection, event.child)
         lifetime = _lifetime(spec)
-        for sa in _sa_pair(keys, reqid, lifetime):
-            self._call("add_sa", self._backend.add_sa, sa)
+        inbound, outbound = _sa_pair(keys, reqid, lifetime)
+        self._call("add_sa", self._backend.add_sa, inbound)
+        if isinstance(event, ChildSaRekeyed) and not event.initiator:
+            # make-before-break, RFC 7296 §2.8: the peer may not have the
+            # new inbound SA before our answer reaches it; switch when it
+            # deletes the old Child SA
+            self._deferred[event.old_child_sa] = outbound
+        else:
+            self._call("add_sa", self._backend.add_sa, outbound)
         policies = tuple(_policies(keys, reqid))
         routes = tuple(_routes(keys))
         self._add_policies(policies)
@@ -269,6 +278,9 @@ class ChildInstaller:
         )
 
     def remove(self, event: ChildSaDeleted) -> None:
+        successor = self._deferred.pop(event.child_sa, None)
+        if successor is not None:
+            self._call("add_sa", self._backend.add_sa, successor)
         installed = self._children.pop(event.child_sa, None)
         if installed is None:
             logger.debug("Child SA %d was not installed", event.child_sa)
@@ -388,7 +400,9 @@ def _lifetime(spec: ChildSpec | None) -> Lifetime:
     )
 
 
-def _sa_pair(keys: ChildSaKeys, reqid: int, lifetime: Lifetime) -> list[SaSpec]:
+def _sa_pair(
+    keys: ChildSaKeys, reqid: int, lifetime: Lifetime
+) -> tuple[SaSpec, SaSpec]:
     """RFC 7296 §2.17: the engine already sorted keys into in and out."""
     algorithm = EspAlgorithm(keys.encryption)
     integrity = EspIntegrity(keys.integrity)
@@ -422,7 +436,7 @@ def _sa_pair(keys: ChildSaKeys, reqid: int, lifetime: Lifetime) -> list[SaSpec]:
         encapsulation=_encapsulation(keys, inbound=False),
         **common,
     )
-    return [inbound, outbound]
+    return inbound, outbound
 
 
 def _encapsulation(keys: ChildSaKeys, *, inbound: bool) -> UdpEncapsulation | None:

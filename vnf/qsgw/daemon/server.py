@@ -232,13 +232,18 @@ class Gateway:
             )
 
     def _pump(self) -> None:
-        """Send what the engine wants sent, apply its events, re-arm the timer."""
+        """Apply the engine's events, send what it wants sent, re-arm the timer.
+
+        Events first: a Child SA is in the data plane before the message
+        that lets the peer use it leaves (make-before-break on rekey).
+        """
         transport = self._transport
-        for datagram in self.engine.datagrams_to_send():
-            if transport is not None:
-                transport.send_ike(datagram.data, datagram.local, datagram.remote)
+        datagrams = self.engine.datagrams_to_send()
         for event in self.engine.events():
             self._apply(event)
+        for datagram in datagrams:
+            if transport is not None:
+                transport.send_ike(datagram.data, datagram.local, datagram.remote)
         self._resolve_waiters()
         self._arm_timer()
 
@@ -501,7 +506,13 @@ class Gateway:
             "ike_sas": dict(snapshot.ike_sas_by_state),
             "child_sas": dict(snapshot.child_sas_by_state),
             "installed_child_sas": len(self.installer.children),
+            "crypto": self._crypto_drivers(),
         }
+
+    def _crypto_drivers(self) -> dict[str, str]:
+        """Which implementation carries each ESP algorithm in the data plane."""
+        drivers = getattr(self.backend, "crypto_drivers", None)
+        return dict(drivers()) if callable(drivers) else {}
 
     # --- waiting for outcomes ------------------------------------------------------
 

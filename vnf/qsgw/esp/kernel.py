@@ -426,6 +426,13 @@ class KernelBackend:
         self._stopping = threading.Event()
         self._ipr: Any = None
 
+    def crypto_drivers(self) -> dict[str, str]:
+        """Which kernel driver carries each ESP algorithm (QAT shows here)."""
+        return {
+            algorithm.value: crypto_driver(name) or "not loaded"
+            for algorithm, name in KERNEL_AEAD_NAMES.items()
+        }
+
     # -- lifecycle ------------------------------------------------------
 
     def start(self, events: BackendEventSink) -> None:

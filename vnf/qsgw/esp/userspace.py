@@ -213,6 +213,15 @@ class UserspaceBackend:
 
     # life cycle
 
+    def crypto_drivers(self) -> dict[str, str]:
+        """Userspace ESP runs on OpenSSL through the cryptography package."""
+        import cryptography
+        from cryptography.hazmat.backends.openssl import backend as openssl
+
+        version = openssl.openssl_version_text()
+        library = f"{version} (cryptography {cryptography.__version__})"
+        return {name: library for name in ("aesgcm16", "chacha20poly1305", "aescbc")}
+
     def start(self, events: BackendEventSink) -> None:
         self._events = events
         if self._given_tun is None:

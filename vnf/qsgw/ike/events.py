@@ -96,7 +96,12 @@ class ChildSaEstablished:
 @dataclass(frozen=True, slots=True)
 class ChildSaRekeyed:
     """A new Child SA replaced `old_child_sa`; install the new one first, then
-    delete the old one when `ChildSaDeleted` for it arrives."""
+    delete the old one when `ChildSaDeleted` for it arrives.
+
+    `initiator` says whether we started this rekey. The responder of a rekey
+    should send on the new SA only once the initiator deleted the old one
+    (until then the initiator may lack the new inbound SA).
+    """
 
     ike_sa: int
     old_child_sa: int
@@ -104,6 +109,7 @@ class ChildSaRekeyed:
     connection: str
     child: str
     keys: ChildSaKeys
+    initiator: bool = True
 
 
 @dataclass(frozen=True, slots=True)

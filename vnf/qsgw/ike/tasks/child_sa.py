@@ -282,6 +282,7 @@ def install(
             connection=sa.connection.name,
             child=child.spec.name,
             keys=keys_of(sa, child),
+            initiator=child.initiator,
         )
     else:
         event = ChildSaEstablished(
