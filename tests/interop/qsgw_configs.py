@@ -9,11 +9,16 @@ its working directory and runs `qsgw run` in the site's namespace.
 The gateway runs with `data_plane: recording` unless a test sets
 `QsgwGateway.data_plane`: the host kernel has no ESP (so no XFRM states),
 so most tests check IKE and what both sides agreed on, not ESP packets;
-one test runs the userspace data plane (TUN + ESP in UDP) and pings.
+the traffic tests run the userspace data plane (TUN + ESP in UDP).
+
+`QsgwGateway.metrics_port` turns on the Prometheus endpoint on the
+namespace's own loopback, and `scrape_metrics` reads it from inside.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +26,12 @@ from typing import Any
 
 import yaml
 
-from .netns import Site
+from .netns import COMMAND_TIMEOUT, NetnsError, Site
 from .qsgw_daemon import QsgwDaemon
 
 DEFAULT_PROPOSALS = ("aes256gcm16-prfsha384-x25519",)
 DEFAULT_ESP_PROPOSALS = ("aes256gcm16",)
+METRICS_ADDRESS = "127.0.0.1"  # the namespace's loopback, not the host's
 
 
 @dataclass(frozen=True)
@@ -139,18 +145,32 @@ def gateway_document(
     control_socket: Path,
     connections: dict[str, Any],
     data_plane: str = "recording",
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
-    """The whole YAML document: the gateway section plus CONNECTIONS."""
-    return {
-        "gateway": {
-            "listen": [site.outer4, site.outer6],
-            "control_socket": str(control_socket),
-            "data_plane": data_plane,
-            "log": {"level": "debug", "format": "text"},
-            "shutdown_timeout": "2s",
-        },
-        "connections": connections,
+    """The whole YAML document: the gateway section plus CONNECTIONS.
+
+    With METRICS_PORT, the metrics endpoint listens on the loopback of the
+    gateway's namespace.
+    """
+    gateway: dict[str, Any] = {
+        "listen": [site.outer4, site.outer6],
+        "control_socket": str(control_socket),
+        "data_plane": data_plane,
+        "log": {"level": "debug", "format": "text"},
+        "shutdown_timeout": "2s",
     }
+    if metrics_port is not None:
+        gateway["metrics"] = {"address": METRICS_ADDRESS, "port": metrics_port}
+    return {"gateway": gateway, "connections": connections}
+
+
+# run by the test's own interpreter inside the namespace: no curl needed
+_SCRAPE = """
+import sys, urllib.request
+url = sys.argv[1]
+with urllib.request.urlopen(url, timeout=float(sys.argv[2])) as answer:
+    sys.stdout.write(answer.read().decode())
+"""
 
 
 class QsgwGateway:
@@ -162,6 +182,7 @@ class QsgwGateway:
         self.workdir = workdir
         # no ESP in the host kernel; see the module docstring
         self.data_plane = "recording"
+        self.metrics_port: int | None = None
         self.config_file = workdir / "qsgw.yaml"
         self.control_socket = workdir / "qsgw.sock"
         self.daemon: QsgwDaemon | None = None
@@ -189,7 +210,11 @@ class QsgwGateway:
                 )
             sections[connection.name] = connection.document(psk_file, ppk_file)
         document = gateway_document(
-            self.site, self.control_socket, sections, self.data_plane
+            self.site,
+            self.control_socket,
+            sections,
+            self.data_plane,
+            self.metrics_port,
         )
         self.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
         return self.config_file
@@ -215,3 +240,21 @@ class QsgwGateway:
     def stop(self) -> None:
         if self.daemon is not None:
             self.daemon.stop()
+
+    def scrape_metrics(self, timeout: float = 5.0) -> str:
+        """GET /metrics from inside the namespace (needs `metrics_port`)."""
+        if self.metrics_port is None:
+            raise NetnsError(f"{self.name}: metrics_port is not set")
+        url = f"http://{METRICS_ADDRESS}:{self.metrics_port}/metrics"
+        argv = [sys.executable, "-c", _SCRAPE, url, str(timeout)]
+        result = subprocess.run(
+            self.site.namespace.exec_argv(argv),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            detail = result.stderr.strip()[-2000:]
+            raise NetnsError(f"{self.name}: scraping {url} failed: {detail}")
+        return result.stdout

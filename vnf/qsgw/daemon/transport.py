@@ -81,6 +81,8 @@ class UdpEndpoint:
             reason = exc.strerror or str(exc)
             raise OSError(exc.errno, f"UDP {address} port {port}: {reason}") from None
         self.port = int(self.sock.getsockname()[1])
+        if natt:
+            _enlarge_buffers(self.sock)
 
     def read_burst(self) -> list[tuple[bytes, Endpoint, Endpoint]]:
         """Datagrams waiting on the socket: (data, local, remote)."""
@@ -138,6 +140,25 @@ class UdpEndpoint:
 
     def close(self) -> None:
         self.sock.close()
+
+
+ESP_SOCKET_BUFFER = 8 * 1024 * 1024
+
+
+def _enlarge_buffers(sock: socket.socket) -> None:
+    """ESP in UDP arrives in bursts on port 4500: give it room to queue.
+
+    The default (net.core.rmem_default) drops datagrams under a TCP burst;
+    as root the FORCE variants pass the rmem_max cap.
+    """
+    for forced, plain in (
+        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced or plain, ESP_SOCKET_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, ESP_SOCKET_BUFFER)
 
 
 def _bind(address: IPAddress, port: int, family: socket.AddressFamily) -> socket.socket:
