@@ -262,3 +262,25 @@ def test_esp_in_udp_on_the_natt_port_goes_to_the_data_plane(tmp_path: Path) -> N
         peer.close()
 
     assert backend.esp == [(esp, peer_address, ("127.0.0.1", natt))]
+
+
+def test_sas_listing_shows_what_the_data_plane_counted(tmp_path: Path) -> None:
+    from qsgw.esp.backend import SaCounters
+
+    async def body(a: Gateway, b: Gateway) -> None:
+        await until(installed(a), "installation on a")
+        data_plane = recording(a)
+        for sa in list(data_plane.sas.values()):
+            inbound = sa.direction is Direction.INBOUND
+            counted = SaCounters(
+                bytes=1000 if inbound else 2000,
+                packets=10 if inbound else 20,
+                sequence=0,
+                replay_window=sa.replay_window,
+            )
+            data_plane.set_counters(sa.spi, sa.destination, counted)
+        (child,) = a.sas()[0]["children"]
+        assert (child["bytes_in"], child["packets_in"]) == (1000, 10)
+        assert (child["bytes_out"], child["packets_out"]) == (2000, 20)
+
+    run_pair(tmp_path, body)

@@ -44,10 +44,20 @@ def _render_child(child: Mapping[str, Any]) -> str:
             f"{child.get('outbound_spi')}_o",
             f"    {_algorithms(child.get('algorithms', {}))}",
             f"    {_times(child)}, rekeys: {child.get('rekeys', 0)}",
+            *_traffic(child),
             f"    local  {', '.join(child.get('local_ts', []))}",
             f"    remote {', '.join(child.get('remote_ts', []))}",
         )
     )
+
+
+def _traffic(child: Mapping[str, Any]) -> list[str]:
+    if "bytes_in" not in child:
+        return []
+    return [
+        f"    in  {child['bytes_in']} bytes, {child['packets_in']} packets; "
+        f"out {child['bytes_out']} bytes, {child['packets_out']} packets"
+    ]
 
 
 def _algorithms(algorithms: Mapping[str, str]) -> str:

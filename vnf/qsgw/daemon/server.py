@@ -489,7 +489,34 @@ class Gateway:
 
     def sas(self) -> list[Any]:
         now = self.clock()
-        return [relative_times(to_json(i), now) for i in self.engine.ike_sas()]
+        listing = [relative_times(to_json(i), now) for i in self.engine.ike_sas()]
+        for ike_sa in listing:
+            for child in ike_sa.get("children", []):
+                child.update(self._traffic(child))
+        return listing
+
+    def _traffic(self, child: dict[str, Any]) -> dict[str, int]:
+        """What the data plane counted for a Child SA, as swanctl shows it."""
+        try:
+            installed = self.installer.by_inbound_spi(int(child["inbound_spi"], 16))
+        except (KeyError, TypeError, ValueError):
+            return {}
+        if installed is None:
+            return {}
+        try:
+            inbound = self.data_plane.counters(installed.inbound_spi, installed.local)
+            outbound = self.data_plane.counters(
+                installed.outbound_spi, installed.remote
+            )
+        except Exception as exc:  # counters are informative: never fail `sas`
+            logger.debug("no counters for Child SA %s: %s", child.get("name"), exc)
+            return {}
+        return {
+            "bytes_in": inbound.bytes,
+            "packets_in": inbound.packets,
+            "bytes_out": outbound.bytes,
+            "packets_out": outbound.packets,
+        }
 
     def conns(self) -> list[Any]:
         return [connection_json(c) for c in self.config.connections]
