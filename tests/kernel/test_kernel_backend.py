@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from vmsuite import GuestCase
+from vmsuite import GuestCase, assert_guest_passed
 
 pytestmark = [
     pytest.mark.kernel,
@@ -36,8 +36,4 @@ GUEST_CASES = [
 
 @pytest.mark.parametrize("case", GUEST_CASES)
 def test_in_vm(case: str, kernel_guest_cases: dict[str, GuestCase]) -> None:
-    assert case in kernel_guest_cases, (
-        f"the guest run did not report {case}; it reported {sorted(kernel_guest_cases)}"
-    )
-    outcome = kernel_guest_cases[case]
-    assert outcome.outcome == "passed", outcome.detail
+    assert_guest_passed(case, kernel_guest_cases)

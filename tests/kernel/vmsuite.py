@@ -58,3 +58,12 @@ def parse_junit(report: bytes) -> dict[str, GuestCase]:
             detail = (problem.get("message") or "") + "\n" + (problem.text or "")
             cases[name] = GuestCase(outcome, detail)
     return cases
+
+
+def assert_guest_passed(case: str, cases: dict[str, GuestCase]) -> None:
+    """The guest case ran in the VM and passed; its failure text if not."""
+    assert case in cases, (
+        f"the guest run did not report {case}; it reported {sorted(cases)}"
+    )
+    outcome = cases[case]
+    assert outcome.outcome == "passed", outcome.detail

@@ -17,7 +17,16 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from netns import Pair, Side, background_in, make_pair, run_in, sh
+from netns import (
+    Pair,
+    Side,
+    background_in,
+    make_pair,
+    run_in,
+    sh,
+    udp_receiver,
+    udp_sender,
+)
 from qsgw.esp.backend import (
     BackendEvent,
     BackendEventKind,
@@ -208,31 +217,6 @@ def test_udp_encapsulated_esp_carries_traffic(pair: Pair) -> None:
 def test_other_algorithms_carry_traffic(pair: Pair, algorithm: EspAlgorithm) -> None:
     tunnel(pair, algorithm=algorithm)
     assert " 0% packet loss" in ping(pair)
-
-
-def udp_receiver(address: str, port: int, expected: int, seconds: float) -> list[int]:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    s.bind((address, port))
-    s.settimeout(seconds)
-    seen: list[int] = []
-    try:
-        while len(seen) < expected:
-            data = s.recv(2048)
-            seen.append(int.from_bytes(data[:4], "big"))
-    except TimeoutError:
-        pass
-    return seen
-
-
-def udp_sender(source: str, target: str, port: int, count: int, gap: float) -> int:
-    family = socket.AF_INET6 if ":" in target else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    s.bind((source, 0))
-    for n in range(count):
-        s.sendto(n.to_bytes(4, "big") + bytes(200), (target, port))
-        time.sleep(gap)
-    return count
 
 
 def rekey_side(side: Side, peer: Side, new: list[SaSpec], old_out: SaSpec) -> None:

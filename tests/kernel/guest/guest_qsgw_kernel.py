@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from netns import background_in, run_in, sh
+from netns import background_in, run_in, sh, udp_receiver, udp_sender
 from qsgw.daemon import control
 from qsgw.esp.backend import SaCounters
 from qsgw.esp.kernel import KernelBackend
@@ -228,30 +227,6 @@ def test_traffic_crosses_the_kernel_tunnel(
     spi = int(mine["outbound_spi"], 16)
     sent = run_in(a.namespace, counters, spi, OUTER[_outer][1])
     assert sent.packets >= 3
-
-
-def udp_receiver(address: str, port: int, expected: int, seconds: float) -> list[int]:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    s.bind((address, port))
-    s.settimeout(seconds)
-    seen: list[int] = []
-    try:
-        while len(seen) < expected:
-            seen.append(int.from_bytes(s.recv(2048)[:4], "big"))
-    except TimeoutError:
-        pass
-    return seen
-
-
-def udp_sender(source: str, target: str, port: int, count: int, gap: float) -> int:
-    family = socket.AF_INET6 if ":" in target else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    s.bind((source, 0))
-    for n in range(count):
-        s.sendto(n.to_bytes(4, "big") + bytes(200), (target, port))
-        time.sleep(gap)
-    return count
 
 
 def test_child_sa_rekey_under_traffic_loses_nothing(

@@ -11,7 +11,9 @@ import contextlib
 import ctypes
 import os
 import pickle
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -142,3 +144,28 @@ def make_pair(tag: str, outer_family: int, inner_family: int) -> Pair:
         sh("ip", "-n", ns, "link", "set", dev, "up")
         sh("ip", "-n", ns, "addr", "add", f"{side.inner}/{iplen}", "dev", "lo")
     return Pair(a, b)
+
+
+def udp_receiver(address: str, port: int, expected: int, seconds: float) -> list[int]:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((address, port))
+    s.settimeout(seconds)
+    seen: list[int] = []
+    try:
+        while len(seen) < expected:
+            data = s.recv(2048)
+            seen.append(int.from_bytes(data[:4], "big"))
+    except TimeoutError:
+        pass
+    return seen
+
+
+def udp_sender(source: str, target: str, port: int, count: int, gap: float) -> int:
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((source, 0))
+    for n in range(count):
+        s.sendto(n.to_bytes(4, "big") + bytes(200), (target, port))
+        time.sleep(gap)
+    return count
