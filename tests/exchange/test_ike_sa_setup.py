@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ike_peers import Link, connection, fingerprint
 
 from qsgw.ike import protection
@@ -92,20 +94,34 @@ def test_mlkem768_alone_in_ike_sa_init_establishes() -> None:
     )
 
 
-def test_intauth_octets_agree_with_the_codec_helper() -> None:
-    """RFC 9242 §3.3.2 A and P, computed by the engine from the header, equal
-    those `qsgw.ike.protection.intauth_octets` cuts from the raw message."""
+def test_intauth_octets_of_a_fragmented_message_are_those_of_it_unfragmented() -> None:
+    """RFC 9242 §3.3.2: A and P are computed as if the IKE_INTERMEDIATE
+    message were not fragmented, on the sending and the receiving side."""
     link = Link(
-        connection(initiator=True, proposal=HYBRID, fragment_size=4000),
-        connection(initiator=False, proposal=HYBRID, fragment_size=4000),
+        connection(initiator=True, proposal=HYBRID, fragment_size=1280),
+        connection(initiator=False, proposal=HYBRID, fragment_size=1280),
     )
     link.initiate()
     link.step()
     link.step()
-    (request,) = link.take()
-    raw = request.datagram.data
+    fragments = [hop.datagram.data for hop in link.take()]
+    assert len(fragments) == 2  # KEi(mlkem768) does not fit 1280 octets
+    (sa_i,) = link.i.engine.sas.values()
     (sa_r,) = link.r.engine.sas.values()
-    opened = wire.open_message(link.r.engine, sa_r, raw, parse_message(raw))
+
+    header = parse_message(fragments[0]).header
+    first = wire.open_message(
+        link.r.engine, sa_r, fragments[0], parse_message(fragments[0])
+    )
+    assert first is None  # fragment 2 still missing
+    opened = wire.open_message(
+        link.r.engine, sa_r, fragments[1], parse_message(fragments[1])
+    )
     assert opened is not None
-    a_octets, p_octets = protection.intauth_octets(raw, opened.p_octets)
-    assert (a_octets, p_octets) == (opened.a_octets, opened.p_octets)
+    sa_i.connection = replace(sa_i.connection, fragment_size=4000)
+    whole = wire.seal(link.i.engine, sa_i, header, list(opened.message.payloads))
+
+    assert len(whole.datagrams) == 1
+    expected = protection.intauth_octets(whole.datagrams[0], whole.plaintext)
+    assert opened.intauth_octets() == expected
+    assert whole.intauth_octets() == expected

@@ -12,7 +12,7 @@ from ike_peers import Hop, Link, connection
 
 from qsgw.ike.codec import parse_message
 from qsgw.ike.constants import ExchangeType, HeaderFlag, NotifyType
-from qsgw.ike.engine import Datagram
+from qsgw.ike.engine import Datagram, EngineSettings
 from qsgw.ike.events import (
     ChildSaEstablished,
     IkeSaEstablished,
@@ -219,6 +219,28 @@ def test_retransmitted_fragmented_request_is_answered_once_from_cache() -> None:
         link.deliver(hop)
     again = [h.datagram.data for h in link.take()]
     assert again == answer  # answered once, on fragment 1, from the cache
+
+
+def test_lost_first_fragment_is_recovered_by_the_retransmission() -> None:
+    link = _hybrid_link()
+    link.initiate()
+    link.step()
+    link.step()
+    # IKE_INTERMEDIATE { SKF(1/n) } is lost, the later fragments -->
+    fragments = link.take()
+    assert len(fragments) > 1
+    for hop in fragments[1:]:
+        link.deliver(hop)
+    assert link.take() == []  # nothing to answer yet
+
+    # RFC 7296 §2.1: the initiator resends every fragment, the same octets
+    link.advance(EngineSettings().retransmit_timeout)
+    again = link.take()
+    assert [h.datagram for h in again] == [h.datagram for h in fragments]
+    for hop in again:
+        link.deliver(hop)
+    link.run()
+    assert link.i.of(IkeSaEstablished) and link.r.of(IkeSaEstablished)
 
 
 def test_fragment_with_bad_icv_is_dropped_and_the_message_still_completes() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from qsgw.crypto.api import IkeCipher, KeyExchangeInitiator, Prf
 from qsgw.ike.config import ChildSpec, ConnectionSpec, TrafficSelectorSpec
+from qsgw.ike.fragments import Reassembler
 from qsgw.ike.keymat import ChildKeymat, IkeKeys, SaContext
 from qsgw.ike.payloads import IPAddress, Message, Proposal
 
@@ -161,8 +162,9 @@ class IkeSa:
     delete_at: float | None = None  # a REKEYED IKE SA the peer did not delete
     expire_at: float | None = None  # rekey_time + over_time
     rekeys: int = 0
-    # RFC 7383 fragments being collected, one message per direction
-    reassembly: dict[bool, Any] = field(default_factory=dict)
+    # RFC 7383 fragments being collected: one message (Message ID and its
+    # Reassembler) per direction, keyed by "is a response"
+    reassembly: dict[bool, tuple[int, Reassembler]] = field(default_factory=dict)
     # working state of the handshake
     wanted_child: str | None = None
     retries: int = 0

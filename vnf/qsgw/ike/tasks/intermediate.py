@@ -46,8 +46,9 @@ def _finish_round(
 ) -> None:
     """IntAuth_r for this round, then the keys of RFC 9370 §2.2.2."""
     assert sa.prf is not None and sa.keys is not None and sa.context is not None
+    a_octets, p_octets = response.intauth_octets()
     sa.intauth_r = keymat.intauth_step(
-        sa.prf, sa.keys.sk_pr, sa.intauth_r, response.a_octets, response.p_octets
+        sa.prf, sa.keys.sk_pr, sa.intauth_r, a_octets, p_octets
     )
     sa.keys = keymat.update_after_intermediate(
         sa.prf, sa.keys, shared, sa.context, key_sizes(sa)
@@ -71,8 +72,9 @@ def start(engine: IkeEngine, sa: IkeSa, now: float) -> None:
     sealed = engine.send_request(
         sa, ExchangeType.IKE_INTERMEDIATE, [payload], on_response, now
     )
+    a_octets, p_octets = sealed.intauth_octets()
     sa.intauth_i = keymat.intauth_step(
-        sa.prf, sa.keys.sk_pi, sa.intauth_i, sealed.a_octets, sealed.p_octets
+        sa.prf, sa.keys.sk_pi, sa.intauth_i, a_octets, p_octets
     )
 
 
@@ -118,8 +120,9 @@ def respond(engine: IkeEngine, sa: IkeSa, opened: wire.Opened, now: float) -> Re
         raise ProtocolError(NotifyType.INVALID_SYNTAX, "key-exchange") from None
 
     assert sa.prf is not None and sa.keys is not None
+    a_octets, p_octets = opened.intauth_octets()
     sa.intauth_i = keymat.intauth_step(
-        sa.prf, sa.keys.sk_pi, sa.intauth_i, opened.a_octets, opened.p_octets
+        sa.prf, sa.keys.sk_pi, sa.intauth_i, a_octets, p_octets
     )
 
     def after(sealed: wire.Sealed) -> None:
