@@ -1,0 +1,175 @@
+"""A reconcile pass against an in-memory API: children, placement, status."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import yaml
+from fakekube import FakeKube, example_objects
+
+from qsgw.daemon.config import Document
+from qsgw_operator.reconcile import reconcile
+
+NOW = "2026-12-03T17:00:00Z"
+LATER = "2026-12-03T17:05:00Z"
+
+
+def scene(pods: int = 3, tunnels: int = 0) -> FakeKube:
+    kube = FakeKube()
+    for obj in example_objects():
+        kube.add(obj)
+    template = kube.tunnels["branch-a"]
+    for i in range(tunnels):
+        extra = json.loads(json.dumps(template))
+        extra["metadata"] = {"name": f"t-{i}", "labels": template["metadata"]["labels"]}
+        kube.add(extra)
+    for i in range(pods):
+        kube.add_pod(f"branches-gw-{i}", "branches", f"node-{i}")
+    return kube
+
+
+def condition(kube: FakeKube, kind: str) -> dict[str, Any]:
+    conditions = kube.groups["branches"]["status"]["conditions"]
+    found: dict[str, Any] = next(c for c in conditions if c["type"] == kind)
+    return found
+
+
+def assert_promoted(kube: FakeKube, before: dict[str, Any], lost: str) -> None:
+    """Each lost tunnel is on its backup, unless that backup was full."""
+    status = kube.groups["branches"]["status"]
+    upper = math.ceil(status["placedTunnels"] / status["readyReplicas"] * 1.05)
+    loads = {row["name"]: row["activeTunnels"] for row in status["pods"]}
+    for name, old in before.items():
+        new = kube.tunnels[name]["status"]
+        assert new["activePod"] != lost
+        if old["activePod"] == lost:
+            (backup,) = old["backupPods"]
+            assert new["activePod"] == backup or loads[backup] == upper
+
+
+def test_pass_applies_workload_service_budget_and_config_owned_by_the_group() -> None:
+    kube = scene()
+    reconcile(kube, "vpn", "branches", NOW)
+    kinds = {kind for kind, _ in kube.applied}
+    assert kinds == {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap"}
+    for obj in kube.applied.values():
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner["kind"] == "IPsecTunnelGroup" and owner["uid"] == "uid-branches"
+        assert owner["controller"] is True
+
+
+def test_every_tunnel_is_carried_by_one_ready_pod_and_backed_up_on_another() -> None:
+    kube = scene(pods=3, tunnels=40)
+    reconcile(kube, "vpn", "branches", NOW)
+    for tunnel in kube.tunnels.values():
+        status = tunnel["status"]
+        assert status["activePod"] in kube.pods
+        assert status["backupPods"] and status["activePod"] not in status["backupPods"]
+    assert kube.groups["branches"]["status"]["placedTunnels"] == 42
+    assert condition(kube, "Ready")["status"] == "True"
+
+
+def test_each_pod_config_is_valid_gateway_yaml_naming_secrets_by_file_only() -> None:
+    kube = scene()
+    reconcile(kube, "vpn", "branches", NOW)
+    data = kube.applied[("ConfigMap", "branches-gw-config")]["data"]
+    seen = set()
+    for key, text in data.items():
+        if not key.endswith(".yaml"):
+            continue
+        assert "replace-me" not in text
+        document = Document.model_validate(yaml.safe_load(text))
+        for name, connection in document.connections.items():
+            seen.add(name)
+            assert str(connection.psk_file).startswith("/etc/qsgw/secrets/branch-psks/")
+    assert seen == {"branch-a", "branch-b"}
+
+
+def test_a_second_pass_with_nothing_changed_writes_no_status_or_config() -> None:
+    kube = scene(tunnels=10)
+    reconcile(kube, "vpn", "branches", NOW)
+    writes, applies = kube.status_writes, kube.apply_calls
+    reconcile(kube, "vpn", "branches", LATER)
+    assert kube.status_writes == writes
+    assert kube.apply_calls == applies + 3  # Service, budget, Deployment only
+
+
+def test_a_starting_pod_gets_an_empty_config_file_until_it_is_ready() -> None:
+    kube = scene(pods=3)
+    kube.add_pod("branches-gw-new", "branches", "node-9", ready=False)
+    reconcile(kube, "vpn", "branches", NOW)
+    data = kube.applied[("ConfigMap", "branches-gw-config")]["data"]
+    assert yaml.safe_load(data["branches-gw-new.yaml"])["connections"] == {}
+
+
+def test_lost_pod_tunnels_move_to_their_backups_and_status_says_so() -> None:
+    kube = scene(pods=3, tunnels=60)
+    reconcile(kube, "vpn", "branches", NOW)
+    before = {n: t["status"] for n, t in kube.tunnels.items()}
+    kube.add_pod("branches-gw-1", "branches", "node-1", ready=False)
+    reconcile(kube, "vpn", "branches", LATER)
+    assert_promoted(kube, before, "branches-gw-1")
+    assert condition(kube, "Degraded")["reason"] == "PodsLost"
+    rows = {row["name"]: row for row in kube.groups["branches"]["status"]["pods"]}
+    assert rows["branches-gw-1"]["role"] == "lost"
+
+
+def test_pods_of_a_deleted_node_count_as_lost_though_they_say_ready() -> None:
+    kube = scene(pods=3, tunnels=30)
+    reconcile(kube, "vpn", "branches", NOW)
+    before = {n: t["status"] for n, t in kube.tunnels.items()}
+    del kube.nodes["node-2"]
+    reconcile(kube, "vpn", "branches", LATER)
+    assert_promoted(kube, before, "branches-gw-2")
+    assert kube.groups["branches"]["status"]["readyReplicas"] == 2
+
+
+def test_a_tunnel_with_an_unknown_algorithm_is_refused_with_a_reason() -> None:
+    kube = scene()
+    kube.tunnels["branch-b"]["spec"]["ike"]["proposals"] = [
+        "aes256gcm16-prfsha384-nope"
+    ]
+    reconcile(kube, "vpn", "branches", NOW)
+    status = kube.tunnels["branch-b"]["status"]
+    assert status["activePod"] == "" and "nope" in status["reason"]
+    assert condition(kube, "Degraded")["reason"] == "InvalidTunnels"
+
+
+def test_too_little_capacity_leaves_tunnels_unplaced_and_degraded() -> None:
+    kube = scene(pods=2, tunnels=8)
+    kube.groups["branches"]["spec"]["gateway"].update(replicas=2, tunnelsPerPod=3)
+    reconcile(kube, "vpn", "branches", NOW)
+    assert kube.groups["branches"]["status"]["placedTunnels"] == 6
+    assert condition(kube, "Ready")["reason"] == "TunnelsUnplaced"
+    assert condition(kube, "Degraded")["reason"] == "InsufficientCapacity"
+
+
+def test_unchanged_condition_keeps_its_transition_time() -> None:
+    kube = scene()
+    reconcile(kube, "vpn", "branches", NOW)
+    reconcile(kube, "vpn", "branches", LATER)
+    assert condition(kube, "Ready")["lastTransitionTime"] == NOW
+
+
+def test_no_ready_pod_yet_reads_as_pods_not_ready_not_as_capacity() -> None:
+    kube = scene(pods=0, tunnels=5)
+    reconcile(kube, "vpn", "branches", NOW)
+    assert condition(kube, "Ready")["reason"] == "PodsNotReady"
+    assert condition(kube, "Degraded")["status"] == "False"
+    assert all("status" not in tunnel for tunnel in kube.tunnels.values())
+
+
+def test_configuration_beyond_one_config_map_is_reported_not_applied() -> None:
+    kube = scene(pods=3, tunnels=1600)  # about 660 octets per tunnel
+    reconcile(kube, "vpn", "branches", NOW)
+    assert ("ConfigMap", "branches-gw-config") not in kube.applied
+    assert condition(kube, "Degraded")["reason"] == "ConfigTooLarge"
+
+
+def test_a_deleted_group_is_left_alone() -> None:
+    kube = scene()
+    kube.groups["branches"]["metadata"]["deletionTimestamp"] = NOW
+    assert reconcile(kube, "vpn", "branches", NOW) is None
+    assert kube.apply_calls == 0
