@@ -8,7 +8,12 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 VM=$QSGW_CACHE/vm
-[ -f "$VM/.complete" ] && { echo "kernel-vm: ready ($VM)"; exit 0; }
+# the boot files depend on these: a change to them rebuilds the VM
+inputs=$(cat "$QSGW_ROOT/tools/vm/init.sh" "$QSGW_ROOT/tools/vm/prepare.py" | sha256sum | cut -d' ' -f1)
+if [ -f "$VM/.complete" ] && [ "$(cat "$VM/.complete")" = "$inputs" ]; then
+  echo "kernel-vm: ready ($VM)"
+  exit 0
+fi
 
 for tool in qemu-system-x86_64 busybox depmod cpio; do
   command -v "$tool" >/dev/null || { echo "kernel-vm: $tool missing: run scripts/bootstrap.sh" >&2; exit 1; }
@@ -34,5 +39,5 @@ mv kernel "$work/out/kernel"
 rm -rf "$VM"
 mv "$work/out" "$VM"
 echo "$release" > "$VM/release"
-touch "$VM/.complete"
+echo "$inputs" > "$VM/.complete"
 echo "kernel-vm: built $release into $VM"

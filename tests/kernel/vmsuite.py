@@ -41,7 +41,13 @@ def guest_suite(files: list[str], timeout: float) -> dict[str, GuestCase]:
             + "\nconsole:\n"
             + result.console[-2000:]
         )
-    return parse_junit(report)
+    cases = parse_junit(report)
+    if not cases:
+        pytest.fail(
+            "the guest test run reported no test case; its output:\n"
+            + result.output[-4000:]
+        )
+    return cases
 
 
 def parse_junit(report: bytes) -> dict[str, GuestCase]:
