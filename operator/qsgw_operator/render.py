@@ -332,6 +332,8 @@ def gateway_config(tunnels: Mapping[str, TunnelSpec], names: Sequence[str]) -> O
         "gateway": {
             "metrics": {"address": "0.0.0.0", "port": METRICS_PORT},
             "log": {"level": "info", "format": "json"},
+            # the kubelet swaps the mounted ConfigMap in place: follow it
+            "watch_config": "10s",
         },
         "connections": {name: connection(tunnels[name]) for name in sorted(names)},
     }

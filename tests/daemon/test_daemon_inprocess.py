@@ -284,3 +284,35 @@ def test_sas_listing_shows_what_the_data_plane_counted(tmp_path: Path) -> None:
         assert (child["bytes_out"], child["packets_out"]) == (2000, 20)
 
     run_pair(tmp_path, body)
+
+
+def test_a_watched_configuration_file_reloads_when_it_changes(tmp_path: Path) -> None:
+    a, _ = gateways(tmp_path)
+    path = a.config.source
+    document = yaml.safe_load(path.read_text())
+    document["gateway"]["watch_config"] = "1s"
+    path.write_text(yaml.safe_dump(document))
+    a = Gateway(load_config(path), RecordingBackend())
+
+    async def main() -> None:
+        await a.start()
+        try:
+            assert [c["name"] for c in a.conns()] == ["site"]
+            # a ConfigMap update: the file is replaced, not edited
+            changed = dict(document)
+            changed["connections"] = {
+                "site": document["connections"]["site"],
+                "other": {
+                    **document["connections"]["site"],
+                    "remote_addrs": ["127.0.0.9"],
+                },
+            }
+            staged = path.with_suffix(".new")
+            staged.write_text(yaml.safe_dump(changed))
+            staged.replace(path)
+            await until(lambda: len(a.conns()) == 2, "the reload")
+            assert sorted(c["name"] for c in a.conns()) == ["other", "site"]
+        finally:
+            await a.shutdown()
+
+    asyncio.run(main())

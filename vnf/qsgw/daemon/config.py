@@ -298,6 +298,9 @@ class GatewaySettings(_Model):
     metrics: MetricsSettings | None = None
     log: LogSettings = LogSettings()
     shutdown_timeout: Duration = 5
+    # seconds between looks at the configuration file; 0: reload only on
+    # SIGHUP or `qsgw reload` (Kubernetes updates a mounted ConfigMap in place)
+    watch_config: Duration = 0
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> GatewaySettings:

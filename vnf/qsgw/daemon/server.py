@@ -87,6 +87,9 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: UdpTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._config_seen = _fingerprint(config.source)
+        self._timer_deadline: float | None = None  # what _timer is armed for
         self._servers: list[asyncio.Server] = []
         self._stop = asyncio.Event()
         self._control_socket: Path | None = None
@@ -121,6 +124,7 @@ class Gateway:
             self._esp_sender.target = self._send_esp
         path = gateway.control_socket
         self._servers.append(await control.serve(control.Commands(self), path))
+        self._arm_watch()
         self._control_socket = path
         if gateway.metrics is not None:
             metrics = gateway.metrics
@@ -188,6 +192,8 @@ class Gateway:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         for server in self._servers:
             server.close()
             await server.wait_closed()
@@ -248,10 +254,13 @@ class Gateway:
         self._arm_timer()
 
     def _arm_timer(self) -> None:
+        deadline = self.engine.next_timer()
+        if self._timer is not None and deadline == self._timer_deadline:
+            return  # often a message leaves the next deadline where it was
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadline = self.engine.next_timer()
+        self._timer_deadline = deadline
         if deadline is not None and self._loop is not None:
             delay = max(0.0, deadline - self.clock())
             self._timer = self._loop.call_later(delay, self._on_timer)
@@ -414,6 +423,20 @@ class Gateway:
     def _reload_on_signal(self) -> None:
         with contextlib.suppress(control.CommandError):  # already logged
             self.reload()
+
+    def _arm_watch(self) -> None:
+        interval = self.config.gateway.watch_config
+        if interval > 0 and self._loop is not None and not self._closed:
+            self._watch = self._loop.call_later(interval, self._look_at_config)
+
+    def _look_at_config(self) -> None:
+        """Reload when the file changed (a ConfigMap swaps it in place)."""
+        seen = _fingerprint(self.config.source)
+        if seen != self._config_seen:
+            self._config_seen = seen
+            logger.info("%s changed: reloading", self.config.source)
+            self._reload_on_signal()
+        self._arm_watch()
 
     def _drop_traps(
         self, old: tuple[ConnectionSpec, ...], new: tuple[ConnectionSpec, ...]
@@ -608,3 +631,12 @@ def _reload_summary(
     return (
         f"{len(new)} connections ({added} added, {changed} changed, {removed} removed)"
     )
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed file apart, following symbolic links."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
