@@ -18,7 +18,7 @@ plane (kernel-libipsec for strongSwan). Childless IKE SAs never reach the
 data plane; qsgw then runs with its recording data plane.
 
 A round starts SAS setups, one per connection (each connection has its own
-pair of identities, so no INITIAL_CONTACT deletes another IKE SA), at most
+pair of identities, which the responder must pick among), at most
 `--concurrency` in flight, each one a blocking initiate that returns once
 the IKE SA is established; its rate is SAS divided by the round's wall time.
 The round's SAs are then deleted, untimed. Rounds alternate between the two

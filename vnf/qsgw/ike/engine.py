@@ -11,12 +11,14 @@ this module owns the SA table, message IDs, retransmission and timers.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qsgw.crypto.api import Random
 from qsgw.ike import info
+from qsgw.ike.candidates import Candidates, for_addresses
 from qsgw.ike.config import ConnectionSpec, DpdAction
 from qsgw.ike.constants import ExchangeType, HeaderFlag, NotifyType
 from qsgw.ike.events import (
@@ -28,7 +30,7 @@ from qsgw.ike.events import (
     MessageRejected,
     MessageSent,
 )
-from qsgw.ike.payloads import IkeHeader, Message, Payload
+from qsgw.ike.payloads import IkeHeader, IPAddress, Message, Payload
 from qsgw.ike.sa import (
     CachedResponse,
     ChildSa,
@@ -50,6 +52,8 @@ from qsgw.ike.tasks import (
 from qsgw.ike.tasks.wire import Reply, exchange_name
 
 _log = logging.getLogger(__name__)
+
+_CANDIDATE_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,18 @@ class IkeEngine:
         self.now = 0.0  # the time of the current call
         self._datagrams: list[Datagram] = []
         self._events: list[Event] = []
+        # deadlines: a heap of (deadline, IKE SA id) with lazy invalidation;
+        # an entry counts only while it equals the SA's entry in _scheduled
+        self._heap: list[tuple[float, int]] = []
+        self._scheduled: dict[int, float] = {}
+        # IKE SAs changed since their deadline was last computed
+        self._touched: dict[int, IkeSa] = {}
+        self._by_connection: dict[str, dict[int, IkeSa]] = {}
+        # ike_init.candidates by (local, remote) address, while connections stay
+        self._candidates: dict[tuple[IPAddress, IPAddress], Candidates]
+        self._candidates = {}
+        # responder IKE SAs that were still CONNECTING when last looked at
+        self._connecting: dict[int, IkeSa] = {}
 
     # ------------------------------------------------------------ public API
 
@@ -158,6 +174,7 @@ class IkeEngine:
             for child in list(sa.children.values()):
                 if child.inbound_spi != spi:
                     continue
+                self.touch(sa)
                 if hard:
                     informational.delete_child(self, sa, child, now, "expired")
                 else:
@@ -189,11 +206,15 @@ class IkeEngine:
             if new.get(sa.connection.name) != sa.connection:
                 self.terminate_ike(sa.unique_id, now)
         self.connections = new
+        self._candidates.clear()
 
     def handle_timer(self, now: float) -> None:
         self.now = now
         try:
-            for sa in list(self.sas.values()):
+            due = self._due(now)
+            for sa in due:
+                self.touch(sa)  # back into the heap even if a run fails
+            for sa in due:
                 if sa.unique_id in self.sas:
                     timers.run(self, sa, now)
             self._run_queues(now)
@@ -202,9 +223,14 @@ class IkeEngine:
             self.reject("internal-error")
 
     def next_timer(self) -> float | None:
-        deadlines = [timers.deadline(self, sa) for sa in self.sas.values()]
-        present = [d for d in deadlines if d is not None]
-        return min(present) if present else None
+        self._reschedule()
+        heap, scheduled = self._heap, self._scheduled
+        while heap:
+            deadline, unique_id = heap[0]
+            if scheduled.get(unique_id) == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
 
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._datagrams = self._datagrams, []
@@ -224,6 +250,18 @@ class IkeEngine:
             return self.connections[name]
         except KeyError:
             raise ValueError(f"no connection named {name!r}") from None
+
+    def candidates(self, local: IPAddress, remote: IPAddress) -> Candidates:
+        """The connections that accept this pair of addresses, in order;
+        kept until the connections change."""
+        key = (local, remote)
+        found = self._candidates.get(key)
+        if found is None:
+            if len(self._candidates) >= _CANDIDATE_CACHE_SIZE:
+                self._candidates.clear()  # spoofed sources must not grow it
+            found = for_addresses(self.connections.values(), local, remote)
+            self._candidates[key] = found
+        return found
 
     def new_id(self) -> int:
         unique = self._next_id
@@ -259,6 +297,25 @@ class IkeEngine:
     def register(self, sa: IkeSa) -> None:
         self.sas[sa.unique_id] = sa
         self.by_spi[sa.local_spi] = sa
+        self._by_connection.setdefault(sa.connection.name, {})[sa.unique_id] = sa
+        if not sa.initiator and sa.state == IkeSaState.CONNECTING:
+            self._connecting[sa.unique_id] = sa
+        self.touch(sa)
+
+    def bind_connection(self, sa: IkeSa, spec: ConnectionSpec) -> None:
+        """The responder settled on `spec` for `sa` (RFC 7296 §2.15)."""
+        self._unbind(sa)
+        sa.connection = spec
+        if sa.unique_id in self.sas:
+            self._by_connection.setdefault(spec.name, {})[sa.unique_id] = sa
+
+    def ike_sas_of(self, connection: str) -> list[IkeSa]:
+        """The IKE SAs of one connection, oldest first."""
+        return list(self._by_connection.get(connection, {}).values())
+
+    def touch(self, sa: IkeSa) -> None:
+        """`sa` changed: recompute its deadline, run its queue."""
+        self._touched[sa.unique_id] = sa
 
     def find_child(self, child_sa_id: int) -> tuple[IkeSa, ChildSa] | None:
         for sa in self.sas.values():
@@ -269,9 +326,14 @@ class IkeEngine:
 
     def half_open_count(self) -> int:
         """Responder IKE SAs still in their handshake (RFC 7296 §2.6)."""
-        return sum(
-            1 for sa in self.half_open.values() if sa.state == IkeSaState.CONNECTING
-        )
+        done = [
+            unique_id
+            for unique_id, sa in self._connecting.items()
+            if sa.state != IkeSaState.CONNECTING
+        ]
+        for unique_id in done:
+            del self._connecting[unique_id]
+        return len(self._connecting)
 
     # ------------------------------------------------------------ requests
 
@@ -289,6 +351,7 @@ class IkeEngine:
         retransmission until its response arrives."""
         header = self.header(sa, exchange, sa.send_mid, response=False)
         sealed = wire.seal(self, sa, header, payloads)
+        self.touch(sa)
         sa.pending = PendingRequest(
             exchange=exchange,
             message_id=sa.send_mid,
@@ -311,6 +374,7 @@ class IkeEngine:
         """The IKE_SA_INIT request: unencrypted, message ID 0."""
         header = self.header(sa, ExchangeType.IKE_SA_INIT, 0, response=False)
         data = wire.encode_plain(header, payloads)
+        self.touch(sa)
         sa.pending = PendingRequest(
             exchange=ExchangeType.IKE_SA_INIT,
             message_id=0,
@@ -324,6 +388,7 @@ class IkeEngine:
 
     def send_reply(self, sa: IkeSa, request: IkeHeader, reply: Reply) -> None:
         """Seal our response to `request`, cache it and send it."""
+        self.touch(sa)
         exchange = int(request.exchange)
         header = self.header(sa, exchange, request.message_id, response=True)
         sealed = wire.seal(self, sa, header, reply.payloads)
@@ -369,6 +434,7 @@ class IkeEngine:
         pending = sa.pending
         if pending is None:
             return
+        self.touch(sa)
         pending.tries += 1
         backoff = self.settings.retransmit_base**pending.tries
         pending.next_retransmit = now + self.settings.retransmit_timeout * backoff
@@ -386,17 +452,64 @@ class IkeEngine:
         pending = sa.pending
         if pending is None:
             return
+        self.touch(sa)
         sa.pending = None
         sa.send_mid += 1
         self.emit(ExchangeCompleted(exchange_name(pending.exchange), True, 0.0))
         pending.on_response(message, now)
 
     def _run_queues(self, now: float) -> None:
-        """Start queued exchanges on SAs with nothing in flight."""
-        for sa in list(self.sas.values()):
-            while sa.pending is None and sa.queue and sa.unique_id in self.sas:
-                task = sa.queue.pop(0)
-                task(now)
+        """Start queued exchanges on SAs with nothing in flight; only an
+        SA touched since the last run can have become ready."""
+        done: set[int] = set()
+        while True:
+            ready = [
+                sa
+                for sa in list(self._touched.values())
+                if sa.unique_id not in done and sa.pending is None and sa.queue
+            ]
+            if not ready:
+                return
+            for sa in ready:
+                done.add(sa.unique_id)
+                while sa.pending is None and sa.queue and sa.unique_id in self.sas:
+                    task = sa.queue.pop(0)
+                    task(now)
+
+    # ------------------------------------------------------------ deadlines
+
+    def _reschedule(self) -> None:
+        """Bring the deadlines of the touched IKE SAs into the heap."""
+        touched, self._touched = self._touched, {}
+        for unique_id, sa in touched.items():
+            if unique_id not in self.sas:
+                continue
+            if sa.pending is None and sa.queue:
+                self._touched[unique_id] = sa  # still to run
+            deadline = timers.deadline(self, sa)
+            if deadline == self._scheduled.get(unique_id):
+                continue
+            if deadline is None:
+                del self._scheduled[unique_id]
+                continue
+            self._scheduled[unique_id] = deadline
+            heapq.heappush(self._heap, (deadline, unique_id))
+        if len(self._heap) > 4 * len(self._scheduled) + 64:
+            self._heap = [(d, i) for i, d in self._scheduled.items()]
+            heapq.heapify(self._heap)
+
+    def _due(self, now: float) -> list[IkeSa]:
+        """The IKE SAs whose deadline has come, in the order they were
+        created; each leaves the heap until it is touched again."""
+        self._reschedule()
+        heap, scheduled = self._heap, self._scheduled
+        due: list[int] = []
+        while heap and heap[0][0] <= now:
+            deadline, unique_id = heapq.heappop(heap)
+            if scheduled.get(unique_id) == deadline:
+                del scheduled[unique_id]
+                due.append(unique_id)
+        return [self.sas[i] for i in sorted(due) if i in self.sas]
 
     # ------------------------------------------------------------ endings
 
@@ -406,11 +519,29 @@ class IkeEngine:
         sa.pending = None
         sa.queue.clear()
         self.sas.pop(sa.unique_id, None)
+        self._scheduled.pop(sa.unique_id, None)
+        self._touched.pop(sa.unique_id, None)
+        self._unbind(sa)
         if self.by_spi.get(sa.local_spi) is sa:
             del self.by_spi[sa.local_spi]
-        for key, value in list(self.half_open.items()):
-            if value is sa:
-                del self.half_open[key]
+        self._connecting.pop(sa.unique_id, None)
+        key = (sa.spi_i, sa.remote)
+        if self.half_open.get(key) is sa:
+            del self.half_open[key]
+        elif not sa.initiator:
+            # the peer moved (RFC 7296 §2.23) after the entry was made
+            for key, value in list(self.half_open.items()):
+                if value is sa:
+                    del self.half_open[key]
+
+    def _unbind(self, sa: IkeSa) -> None:
+        name = sa.connection.name
+        of_connection = self._by_connection.get(name)
+        if of_connection is None:
+            return
+        of_connection.pop(sa.unique_id, None)
+        if not of_connection:
+            del self._by_connection[name]
 
     def fail(self, sa: IkeSa, reason: str, notify: NotifyType | None = None) -> None:
         """An IKE SA that never came up."""
@@ -423,7 +554,8 @@ class IkeEngine:
         """An established IKE SA and all its Child SAs are gone."""
         for child in list(sa.children.values()):
             child_sa.forget(self, sa, child, reason)
-        sa.log.info("IKE SA deleted: %s", reason)
+        # at DEBUG: listeners log the event (the daemon at INFO)
+        sa.log.debug("IKE SA deleted: %s", reason)
         self.emit(IkeSaDeleted(sa.unique_id, sa.connection.name, reason))
         self.destroy(sa)
 

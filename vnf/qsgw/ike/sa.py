@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qsgw.crypto.api import IkeCipher, KeyExchangeInitiator, Prf
+from qsgw.ike.candidates import NO_CANDIDATES, Candidates
 from qsgw.ike.config import ChildSpec, ConnectionSpec, TrafficSelectorSpec
 from qsgw.ike.fragments import Reassembler
 from qsgw.ike.keymat import ChildKeymat, IkeKeys, SaContext
@@ -168,17 +169,26 @@ class IkeSa:
     # working state of the handshake
     wanted_child: str | None = None
     retries: int = 0
-    candidates: list[ConnectionSpec] = field(default_factory=list)
+    # the connections IKE_AUTH may still switch to (RFC 7296 §2.15)
+    candidates: Candidates = NO_CANDIDATES
     last_opened: object | None = None
     ppk_keys: IkeKeys | None = None
     # CREATE_CHILD_SA negotiations in progress (create_child.Negotiation)
     negotiations: list[Any] = field(default_factory=list)
     rekey_nonce: bytes = b""  # lowest nonce of the exchange that made it
     rekeyed_to: list[int] = field(default_factory=list)
+    _logger: tuple[str, SaLogger] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def log(self) -> SaLogger:
-        return SaLogger(_log, {"sa": f"{self.connection.name}|{self.unique_id}"})
+        """This SA's logger, made again only when its connection changes."""
+        name = self.connection.name
+        if self._logger is None or self._logger[0] != name:
+            adapter = SaLogger(_log, {"sa": f"{name}|{self.unique_id}"})
+            self._logger = (name, adapter)
+        return self._logger[1]
 
     @property
     def local_spi(self) -> bytes:

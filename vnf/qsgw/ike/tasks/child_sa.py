@@ -267,7 +267,8 @@ def install(
     ChildSaRekeyed when it replaces another)."""
     sa.children[child.unique_id] = child
     schedule(engine, child, now)
-    sa.log.info(
+    # at DEBUG: listeners log the event (the daemon at INFO)
+    sa.log.debug(
         "Child SA %d (%s) established, SPIs %s_i %s_o",
         child.unique_id,
         child.spec.name,

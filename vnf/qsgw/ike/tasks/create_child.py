@@ -102,6 +102,7 @@ def queue_new_child(engine: IkeEngine, sa: IkeSa, name: str) -> None:
             _start_child(engine, sa, child, None, now)
 
     sa.queue.append(start)
+    engine.touch(sa)
 
 
 def queue_child_rekey(engine: IkeEngine, sa: IkeSa, old: ChildSa) -> None:
@@ -122,6 +123,7 @@ def queue_child_rekey(engine: IkeEngine, sa: IkeSa, old: ChildSa) -> None:
         _start_child(engine, sa, child, old, now)
 
     sa.queue.append(start)
+    engine.touch(sa)
 
 
 def queue_ike_rekey(engine: IkeEngine, sa: IkeSa) -> None:
@@ -133,6 +135,7 @@ def queue_ike_rekey(engine: IkeEngine, sa: IkeSa) -> None:
             _start_ike_rekey(engine, sa, now)
 
     sa.queue.append(start)
+    engine.touch(sa)
 
 
 # ---------------------------------------------------------------- helpers
@@ -533,6 +536,8 @@ def _resolve_ike_collision(
     move to the other, whose initiator deletes `old`."""
     loser = min(twins, key=lambda s: s.rekey_nonce)
     winner = next(s for s in twins if s is not loser)
+    engine.touch(winner)
+    engine.touch(loser)
     old.log.info("IKE SA rekey collision, %d stays", winner.unique_id)
     winner.children.update(loser.children)
     loser.children = {}

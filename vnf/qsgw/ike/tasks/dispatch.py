@@ -71,6 +71,7 @@ def _receive_protected(
     now: float,
 ) -> None:
     header = message.header
+    engine.touch(sa)
     if not _in_window(engine, sa, message):
         return
 

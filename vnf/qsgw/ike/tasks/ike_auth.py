@@ -106,7 +106,8 @@ def start(engine: IkeEngine, sa: IkeSa, now: float) -> None:
     def on_response(message: Message, now: float) -> None:
         _response(engine, sa, message, now)
 
-    payloads = _request(sa, spec, use_ppk, spec.psk.reveal(), sa.send_mid)
+    contact = spec.send_initial_contact and not _has_contact(engine, sa)
+    payloads = _request(sa, spec, use_ppk, spec.psk.reveal(), sa.send_mid, contact)
     if isinstance(child, ChildSa):
         sa.first_child = child
         payloads += child_sa.request_payloads(sa, child)
@@ -127,8 +128,27 @@ def _first_child(engine: IkeEngine, sa: IkeSa) -> ChildSa | bool | None:
     return ChildSa(engine.new_id(), chosen[0], inbound_spi=engine.new_spi())
 
 
+def _has_contact(engine: IkeEngine, sa: IkeSa) -> bool:
+    """RFC 7296 §2.4: whether another IKE SA with this peer exists (one of
+    the same connection that is up, or already in its IKE_AUTH exchange)."""
+    for other in engine.ike_sas_of(sa.connection.name):
+        if other is sa:
+            continue
+        pending = other.pending
+        if other.state != IkeSaState.CONNECTING or (
+            pending is not None and pending.exchange == ExchangeType.IKE_AUTH
+        ):
+            return True
+    return False
+
+
 def _request(
-    sa: IkeSa, spec: ConnectionSpec, use_ppk: bool, psk: bytes, mid: int
+    sa: IkeSa,
+    spec: ConnectionSpec,
+    use_ppk: bool,
+    psk: bytes,
+    mid: int,
+    initial_contact: bool,
 ) -> list[Payload]:
     assert sa.keys is not None and sa.prf is not None
     sa.ike_auth_mid = mid
@@ -144,7 +164,7 @@ def _request(
         sa.ppk_keys = keymat.apply_ppk(sa.prf, sa.keys, ppk.secret.reveal())
         keys = sa.ppk_keys
     payloads.append(AuthPayload(_PSK, _auth_data(sa, psk, keys.sk_pi, idi, intauth)))
-    if spec.send_initial_contact:
+    if initial_contact:
         payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
     if use_ppk:
         payloads.append(_ppk_identity(spec.ppks[0]))
@@ -265,7 +285,8 @@ def _establish(engine: IkeEngine, sa: IkeSa, keys: keymat.IkeKeys, now: float) -
     sa.established = now
     sa.local_id = str(sa.connection.local_id)
     timers.schedule_ike(engine, sa, now)
-    sa.log.info("IKE SA established (PPK: %s)", sa.ppk_used)
+    # at DEBUG: listeners log the event (the daemon at INFO)
+    sa.log.debug("IKE SA established (PPK: %s)", sa.ppk_used)
     engine.emit(
         IkeSaEstablished(
             sa.unique_id, sa.connection.name, sa.initiator, now - sa.created
@@ -302,14 +323,22 @@ def _identity_ok(expected: Identity | None, payload: IdPayload) -> bool:
 def _connection(sa: IkeSa, idi: IdPayload) -> ConnectionSpec:
     """The connection for this peer among those that matched its address
     and accept the proposal already chosen."""
-    assert sa.proposal is not None
-    for spec in [sa.connection, *sa.candidates]:
-        if spec.psk is None or not _identity_ok(spec.remote_id, idi):
-            continue
-        if proposals.select_proposal(spec.ike_proposals, (sa.proposal,)) is None:
-            continue
-        return spec
+    first = sa.connection
+    if _acceptable(sa, first, idi):
+        return first
+    others = sa.candidates.accepting(int(idi.id_type), idi.data)
+    for spec in others:
+        if spec.name != first.name and _acceptable(sa, spec, idi):
+            return spec
     raise _auth_failed("identity")
+
+
+def _acceptable(sa: IkeSa, spec: ConnectionSpec, idi: IdPayload) -> bool:
+    assert sa.proposal is not None
+    if spec.psk is None or not _identity_ok(spec.remote_id, idi):
+        return False
+    chosen = proposals.select_proposal(spec.ike_proposals, (sa.proposal,))
+    return chosen is not None
 
 
 @dataclass
@@ -359,8 +388,8 @@ def _our_ppk(spec: ConnectionSpec, identities: list[NotifyPayload]) -> Ppk | Non
 
 def _initial_contact(engine: IkeEngine, sa: IkeSa) -> None:
     """RFC 7296 §2.4: the peer restarted; its older IKE SAs are stale."""
-    for other in list(engine.sas.values()):
-        if other is sa or other.connection.name != sa.connection.name:
+    for other in engine.ike_sas_of(sa.connection.name):
+        if other is sa:
             continue
         if other.remote_id == sa.remote_id and other.state != IkeSaState.CONNECTING:
             engine.delete(other, "initial-contact")
@@ -380,7 +409,7 @@ def respond(engine: IkeEngine, sa: IkeSa, message: Message, now: float) -> Reply
         raise _auth_failed("childless")
 
     # from here on the IKE SA is ours: switch to the final keys
-    sa.connection = spec
+    engine.bind_connection(sa, spec)
     sa.remote_id = str(_identity(idi))
     if message.notifies(NotifyType.INITIAL_CONTACT):
         _initial_contact(engine, sa)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
 from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
 from qsgw import crypto
 from qsgw.crypto.api import CryptoError
 from qsgw.ike import keymat, proposals, rules
+from qsgw.ike.candidates import Candidates
 from qsgw.ike.config import Childless, ConnectionSpec
 from qsgw.ike.constants import (
     ExchangeType,
@@ -250,6 +252,7 @@ def receive_response(
     ):
         engine.reject("unexpected-response", header.exchange)
         return
+    engine.touch(sa)
     try:
         rules.check_message(message)
     except ProtocolError as error:
@@ -429,20 +432,13 @@ def _cookie_check(
     return [NotifyPayload(NotifyType.COOKIE, data=expected)]
 
 
-def candidates(
-    engine: IkeEngine, local: Endpoint, remote: Endpoint
-) -> list[ConnectionSpec]:
+def candidates(engine: IkeEngine, local: Endpoint, remote: Endpoint) -> Candidates:
     """Connections that accept this pair of addresses."""
-    return [
-        spec
-        for spec in engine.connections.values()
-        if (not spec.local_addresses or local[0] in spec.local_addresses)
-        and (not spec.remote_addresses or remote[0] in spec.remote_addresses)
-    ]
+    return engine.candidates(local[0], remote[0])
 
 
 def _choose(
-    specs: list[ConnectionSpec], offered: tuple[Proposal, ...]
+    specs: Iterable[ConnectionSpec], offered: tuple[Proposal, ...]
 ) -> tuple[ConnectionSpec, Proposal] | None:
     for spec in specs:
         chosen = proposals.select_proposal(spec.ike_proposals, offered)
@@ -467,7 +463,7 @@ def _respond(
     specs = candidates(engine, local, remote)
     sa_payload = message.first(SaPayload)
     offered = sa_payload.proposals if isinstance(sa_payload, SaPayload) else ()
-    choice = _choose(specs, offered)
+    choice = _choose(specs.specs, offered)
     if choice is None:
         raise ProtocolError(NotifyType.NO_PROPOSAL_CHOSEN, "no-proposal-chosen")
     spec, chosen = choice
@@ -488,7 +484,7 @@ def _respond(
     sa.proposal = chosen
     sa.ke_method = ke.method
     setup_keys(engine, sa, shared)
-    sa.candidates = [s for s in specs if s.name != spec.name]
+    sa.candidates = specs
     _reply(engine, sa, message, raw, ke_data)
     return None
 

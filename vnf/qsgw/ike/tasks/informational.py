@@ -47,6 +47,7 @@ def delete_ike(engine: IkeEngine, sa: IkeSa, now: float, reason: str = "local") 
 
     # a delete goes ahead of anything else waiting
     sa.queue.insert(0, start)
+    engine.touch(sa)
 
 
 def delete_child(
@@ -68,6 +69,7 @@ def delete_child(
         engine.send_request(sa, ExchangeType.INFORMATIONAL, [payload], on_response, now)
 
     sa.queue.append(start)
+    engine.touch(sa)
 
 
 def liveness(engine: IkeEngine, sa: IkeSa, now: float) -> None:
