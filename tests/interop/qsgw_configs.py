@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ class QsgwConnection:
     """One `connections.<name>` section (PSK authentication).
 
     `ppk_id` names the RFC 8784 PPK; `childless` is as in swanctl (RFC 6023).
+    `extra` overrides or adds settings of the section (e.g. `dpd_delay`).
     """
 
     name: str
@@ -76,6 +77,7 @@ class QsgwConnection:
     ppk_required: bool = False
     childless: str = "allow"
     children: tuple[QsgwChild, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def document(self, psk_file: Path, ppk_file: Path | None) -> dict[str, Any]:
         section: dict[str, Any] = {
@@ -95,6 +97,7 @@ class QsgwConnection:
                 "file": str(ppk_file),
                 "required": self.ppk_required,
             }
+        section.update(self.extra)
         section["children"] = {c.name: c.document() for c in self.children}
         return section
 

@@ -111,6 +111,14 @@ class QsgwDaemon:
             args += ["--child", child]
         return self.cli(*args)
 
+    def established(self) -> list[Any]:
+        """The daemon's IKE SAs in state ESTABLISHED."""
+        return [sa for sa in self.sas() if sa["state"] == "ESTABLISHED"]
+
+    def terminate_ike(self, unique_id: int, wait: float = 10.0) -> str:
+        """`qsgw terminate --ike UNIQUE_ID --wait WAIT` (sends the Delete)."""
+        return self.cli("terminate", "--ike", str(unique_id), "--wait", str(wait))
+
     def rekey_ike(self, unique_id: int) -> str:
         return self.cli("rekey", "--ike", str(unique_id))
 

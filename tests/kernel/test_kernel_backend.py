@@ -31,6 +31,7 @@ GUEST_CASES = [
     "test_crypto_driver_names_the_kernel_implementation",
     "test_kernel_data_plane_reports_itself_available",
     "test_status_names_the_kernel_driver_for_each_algorithm",
+    "test_overlapping_selectors_are_kept_apart_by_xfrm_interfaces",
 ]
 
 

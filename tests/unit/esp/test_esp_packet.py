@@ -277,6 +277,39 @@ def test_esn_infers_seq_high_across_a_32_bit_boundary() -> None:
     assert inbound.packets == 5
 
 
+@pytest.mark.parametrize("window", [32, 128])
+def test_esn_inbound_sa_accepts_exactly_the_new_packets_of_a_reordered_stream(
+    window: int,
+) -> None:
+    # in order, late, duplicated and too old, across Seq-High 0 -> 1
+    outbound, inbound = _pair("aesgcm16", 128, "none", window=window)
+    outbound.sequence = 2**32 - 3 * window
+    inbound.window.top = outbound.sequence
+    packets: dict[int, bytes] = {}
+    for _ in range(6 * window):
+        packet = outbound.encapsulate(_ipv4_packet(40), IPPROTO_IPIP)
+        packets[outbound.sequence] = packet
+    rng = random.Random(window)
+    order = sorted(packets, key=lambda sequence: sequence + rng.randrange(window * 2))
+    order += rng.sample(order, window)  # duplicates, some now far too old
+    seen: set[int] = set()
+
+    for sequence in order:
+        top = inbound.window.top
+        expected = sequence not in seen and (sequence > top or top - sequence < window)
+        try:
+            inbound.decapsulate(packets[sequence])
+            accepted = True
+        except (ReplayedPacket, IntegrityFailed):
+            accepted = False
+        assert accepted == expected, sequence
+        if accepted:
+            seen.add(sequence)
+
+    assert inbound.window.top == max(packets)
+    assert inbound.packets == len(seen)
+
+
 def test_esn_packets_carry_only_the_low_32_bits() -> None:
     outbound, _ = _pair("aesgcm16", 128, "none")
     outbound.sequence = 0x00000007FFFFFFFF

@@ -281,3 +281,25 @@ def test_unknown_spi_is_counted_and_dropped(sites: tuple[Site, Site]) -> None:
 
     assert right.nothing_delivered()
     assert right.backend.drops.unknown_spi == 1
+
+
+def test_esp_of_an_ipv4_sa_arriving_over_ipv6_is_dropped(
+    sites: tuple[Site, Site],
+) -> None:
+    left, right = sites
+    _install(left, right, OLD)
+    left.hold = True
+    left.inject(_ipv4("10.1.0.1", "10.2.0.1", b"one path"))
+    while not left.held:
+        right.nothing_delivered()
+
+    # each SA is verified on one path only, so that no two threads move
+    # its anti-replay window at once
+    over_ipv6 = (("2001:db8::1", 4500), ("2001:db8::2", 4500))
+    right.backend.receive_esp(left.held[0], *over_ipv6)
+
+    assert right.nothing_delivered()
+    assert right.backend.drops.wrong_encapsulation == 1
+    assert right.backend.counters(OLD[0], RIGHT).packets == 0
+    right.backend.receive_esp(left.held[0], ("192.0.2.1", 4500), ("192.0.2.2", 4500))
+    assert right.delivered().endswith(b"one path")

@@ -26,7 +26,6 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, TypeVar
 
@@ -56,12 +55,16 @@ NLM_F_ACK = 0x4
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 _NLMSG_HEADER = struct.Struct("=IHHII")
+NETLINK_XFRM = 6
 
-# RFC 4106/7634 AEADs carry a 4-octet salt after the key; the ICV is 16 octets
-_AEAD_NAMES = {
-    EspAlgorithm.AES_GCM_16: b"rfc4106(gcm(aes))",
-    EspAlgorithm.CHACHA20_POLY1305: b"rfc7539esp(chacha20,poly1305)",
+# the kernel crypto API's names; the RFC 4106/7634 AEADs carry a 4-octet
+# salt after the key, and their ICV is 16 octets
+KERNEL_ALGORITHM_NAMES = {
+    EspAlgorithm.AES_GCM_16: "rfc4106(gcm(aes))",
+    EspAlgorithm.CHACHA20_POLY1305: "rfc7539esp(chacha20,poly1305)",
+    EspAlgorithm.AES_CBC: "cbc(aes)",
 }
+_AEADS = (EspAlgorithm.AES_GCM_16, EspAlgorithm.CHACHA20_POLY1305)
 _AUTH_NAMES = {
     EspIntegrity.HMAC_SHA2_256_128: (b"hmac(sha256)", 128),
     EspIntegrity.HMAC_SHA2_384_192: (b"hmac(sha384)", 192),
@@ -127,7 +130,7 @@ class XfrmChannel:
     """One NETLINK_XFRM socket for requests, answered before the next."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, xfrm_protocol())
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM)
         self._sock.bind((0, 0))
         self._seq = 0
 
@@ -191,10 +194,6 @@ class XfrmChannel:
         msg["proto"] = xfrm.IPPROTO_ESP
         reply = self.request(msg, xfrm.XFRM_MSG_GETSA, 0, f"SA {spi:#010x} lookup")
         return _decode(xfrm.xfrm_usersa_info, reply)
-
-
-def xfrm_protocol() -> int:
-    return 6  # NETLINK_XFRM
 
 
 def split_messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
@@ -283,11 +282,12 @@ def build_sa(sa: SaSpec) -> Any:
 
 
 def _algorithm_attr(sa: SaSpec) -> tuple[str, Any]:
-    if sa.algorithm in _AEAD_NAMES:
+    name = KERNEL_ALGORITHM_NAMES[sa.algorithm].encode()
+    if sa.algorithm in _AEADS:
         return (
             "XFRMA_ALG_AEAD",
             {
-                "alg_name": _AEAD_NAMES[sa.algorithm],
+                "alg_name": name,
                 "alg_key_len": len(sa.encryption_key) * 8,
                 "alg_icv_len": 128,
                 "alg_key": sa.encryption_key,
@@ -296,7 +296,7 @@ def _algorithm_attr(sa: SaSpec) -> tuple[str, Any]:
     return (
         "XFRMA_ALG_CRYPT",
         {
-            "alg_name": b"cbc(aes)",
+            "alg_name": name,
             "alg_key_len": len(sa.encryption_key) * 8,
             "alg_key": sa.encryption_key,
         },
@@ -403,12 +403,6 @@ def build_policy_id(policy: PolicySpec, kernel_direction: int) -> Any:
     return msg
 
 
-@dataclass
-class _Route:
-    remote: IPNetwork
-    if_id: int
-
-
 class KernelBackend:
     """EspBackend on Linux XFRM; see the module docstring."""
 
@@ -419,7 +413,6 @@ class KernelBackend:
         self._channel: XfrmChannel | None = None
         self._larval: set[tuple[int, IPAddress]] = set()
         self._policies: list[PolicySpec] = []
-        self._routes: list[_Route] = []
         self._events: BackendEventSink | None = None
         self._monitor: socket.socket | None = None
         self._reader: threading.Thread | None = None
@@ -430,7 +423,7 @@ class KernelBackend:
         """Which kernel driver carries each ESP algorithm (QAT shows here)."""
         return {
             algorithm.value: crypto_driver(name) or "not loaded"
-            for algorithm, name in KERNEL_AEAD_NAMES.items()
+            for algorithm, name in KERNEL_ALGORITHM_NAMES.items()
         }
 
     # -- lifecycle ------------------------------------------------------
@@ -439,9 +432,7 @@ class KernelBackend:
         self._events = events
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="qsgw-xfrm")
         self._channel = self._run(XfrmChannel)
-        self._monitor = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW, xfrm_protocol()
-        )
+        self._monitor = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM)
         groups = (1 << (xfrm.XFRMNLGRP_ACQUIRE - 1)) | (
             1 << (xfrm.XFRMNLGRP_EXPIRE - 1)
         )
@@ -556,13 +547,9 @@ class KernelBackend:
 
     def install_route(self, remote: IPNetwork, source: IPAddress, if_id: int) -> None:
         self._run(self._install_route, remote, source, if_id)
-        self._routes.append(_Route(remote, if_id))
 
     def remove_route(self, remote: IPNetwork, if_id: int) -> None:
         self._run(self._remove_route, remote, if_id)
-        self._routes = [
-            r for r in self._routes if (r.remote, r.if_id) != (remote, if_id)
-        ]
 
     def _iproute(self) -> Any:
         if self._ipr is None:
@@ -574,12 +561,15 @@ class KernelBackend:
     def _install_route(self, remote: IPNetwork, source: IPAddress, if_id: int) -> None:
         ipr = self._iproute()
         oif = self._xfrm_interface(if_id) if if_id else self._outer_interface(remote)
+        # tunnels with overlapping selectors each get their route to the
+        # same prefix, told apart by metric; an oif (or VRF) picks one
         try:
             ipr.route(
                 "replace",
                 dst=str(remote),
                 oif=oif,
                 prefsrc=str(source),
+                priority=if_id,
                 family=xfrm.family_of(remote.network_address),
             )
         except Exception as e:  # pyroute2 raises NetlinkError
@@ -590,7 +580,10 @@ class KernelBackend:
         ipr = self._iproute()
         try:
             ipr.route(
-                "del", dst=str(remote), family=xfrm.family_of(remote.network_address)
+                "del",
+                dst=str(remote),
+                priority=if_id,
+                family=xfrm.family_of(remote.network_address),
             )
         except Exception as e:
             if getattr(e, "code", 0) != errno.ESRCH:
@@ -680,10 +673,3 @@ def crypto_driver(algorithm: str, proc_crypto: str = "/proc/crypto") -> str:
         if priority > best_priority:
             best, best_priority = fields.get("driver", ""), priority
     return best
-
-
-KERNEL_AEAD_NAMES = {
-    EspAlgorithm.AES_GCM_16: "rfc4106(gcm(aes))",
-    EspAlgorithm.CHACHA20_POLY1305: "rfc7539esp(chacha20,poly1305)",
-    EspAlgorithm.AES_CBC: "cbc(aes)",
-}

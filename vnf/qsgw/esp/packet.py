@@ -35,7 +35,11 @@ MAX_REPLAY_WINDOW = 65536
 _HEADER = struct.Struct(">II")
 _ESN_AAD = struct.Struct(">III")
 _IV64 = struct.Struct(">Q")
+_pack_header = _HEADER.pack
+_pack_esn_aad = _ESN_AAD.pack
+_pack_iv64 = _IV64.pack
 _LOW32 = 0xFFFFFFFF
+_HIGH32 = _LOW32 << 32
 _PADDING = bytes(range(1, 256))
 
 
@@ -191,6 +195,11 @@ class ReplayWindow:
             return False
         return not (self._bitmap >> offset) & 1
 
+    def advance(self) -> None:
+        """`update(top + 1)`: the next packet in order (size > 0)."""
+        self._bitmap = ((self._bitmap << 1) | 1) & self._mask
+        self.top += 1
+
     def update(self, sequence: int) -> None:
         """Mark `sequence` as received; call only after the ICV verified."""
         if self.size == 0:
@@ -251,11 +260,13 @@ class OutboundSa:
     """The sending half of one ESP SA: sequence numbers, IVs, padding."""
 
     __slots__ = (
+        "_aead_iv",
         "_cipher",
         "_iv_size",
         "_limit",
         "_listener",
         "_random",
+        "_seal",
         "_seq_warning",
         "_trailers",
         "_volume",
@@ -283,6 +294,8 @@ class OutboundSa:
         self.block_size = cipher.block_size
         self._cipher = cipher
         self._iv_size = cipher.iv_size
+        self._aead_iv = cipher.iv_size == _IV64.size  # the sequence number
+        self._seal = cipher.seal
         self._random = random
         self._listener = listener
         self._volume = _Volume(limits, listener)
@@ -311,17 +324,18 @@ class OutboundSa:
         self.sequence = sequence
 
         # the hot path: seal_packet and _aad, inlined
+        spi = self.spi
         low = sequence & _LOW32
-        header = _HEADER.pack(self.spi, low)
-        aad = _ESN_AAD.pack(self.spi, sequence >> 32, low) if self.esn else header
-        iv = _IV64.pack(sequence) if self._iv_size == 8 else self._iv()
+        header = _pack_header(spi, low)
+        aad = _pack_esn_aad(spi, sequence >> 32, low) if self.esn else header
+        iv = _pack_iv64(sequence) if self._aead_iv else self._iv()
         trailer = self._trailers[next_header][len(inner) % self.block_size]
-        packet = header + iv + self._cipher.seal(iv, aad, inner + trailer)
+        packet = header + iv + self._seal(iv, aad, inner + trailer)
 
         volume = self._volume
-        volume.packets += 1
-        volume.bytes += len(inner)
-        if volume.bytes >= volume.next_bytes or volume.packets >= volume.next_packets:
+        packets = volume.packets = volume.packets + 1
+        octets = volume.bytes = volume.bytes + len(inner)
+        if octets >= volume.next_bytes or packets >= volume.next_packets:
             volume.limit_reached()
         return packet
 
@@ -342,6 +356,7 @@ class InboundSa:
     __slots__ = (
         "_cipher",
         "_min_size",
+        "_open",
         "_seal_offset",
         "_volume",
         "esn",
@@ -369,6 +384,7 @@ class InboundSa:
         self.integrity_errors = 0
         self.malformed = 0
         self._cipher = cipher
+        self._open = cipher.open
         self._volume = _Volume(limits, listener)
         self._seal_offset = ESP_HEADER_SIZE + cipher.iv_size
         self._min_size = self._seal_offset + cipher.icv_size + 2
@@ -395,24 +411,32 @@ class InboundSa:
         # RFC 4303 §3.4.3: the cheap replay check comes before the ICV
         low = int.from_bytes(packet[4:8])
         window = self.window
-        sequence = window.infer(low) if self.esn else low
-        if sequence <= window.top and not window.check(sequence):
+        top = window.top
+        if not self.esn:
+            sequence = low
+        elif low >= (top & _LOW32) - window.size + 1 >= 0:
+            # Appendix A2.2 Case A with Seq-High unchanged, the usual case
+            sequence = (top & _HIGH32) | low
+        else:
+            sequence = window.infer(low)
+        if sequence <= top and not window.check(sequence):
             self.replay_errors += 1
             raise ReplayedPacket("replayed or too old")
 
         offset = self._seal_offset
         if self.esn:
-            aad = _ESN_AAD.pack(self.spi, sequence >> 32, low)
+            aad = _pack_esn_aad(self.spi, sequence >> 32, low)
         else:
             aad = packet[:ESP_HEADER_SIZE]
         try:
-            plaintext = self._cipher.open(
-                packet[ESP_HEADER_SIZE:offset], aad, packet[offset:]
-            )
+            plaintext = self._open(packet[ESP_HEADER_SIZE:offset], aad, packet[offset:])
         except IntegrityError:
             self.integrity_errors += 1
             raise IntegrityFailed("integrity check failed") from None
-        window.update(sequence)
+        if sequence == top + 1 and window.size:
+            window.advance()  # in order: the cheap case of update
+        else:
+            window.update(sequence)
 
         # RFC 4303 §2.4: the receiver inspects the default padding
         pad_length = plaintext[-2]
@@ -422,8 +446,8 @@ class InboundSa:
             raise MalformedPacket("bad ESP padding")
 
         volume = self._volume
-        volume.packets += 1
-        volume.bytes += end
-        if volume.bytes >= volume.next_bytes or volume.packets >= volume.next_packets:
+        packets = volume.packets = volume.packets + 1
+        octets = volume.bytes = volume.bytes + end
+        if octets >= volume.next_bytes or packets >= volume.next_packets:
             volume.limit_reached()
         return plaintext[-1], memoryview(plaintext)[:end]

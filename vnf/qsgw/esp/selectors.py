@@ -7,6 +7,7 @@ integers and compared against the packet's address octets.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from qsgw.esp.backend import IPNetwork, PolicySpec
@@ -16,6 +17,7 @@ IPPROTO_UDP = 17
 IPPROTO_SCTP = 132
 _PORT_PROTOCOLS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP)
 _ALL_PORTS = (0, 65535)
+_IPV4_ADDRESSES = struct.Struct(">12xII")  # source and destination
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +123,8 @@ class CompiledPolicy:
         if local.version == 4:
             if len(packet) < 20 or packet[0] >> 4 != 4:
                 return False
-            source = int.from_bytes(packet[12:16])
-            destination = int.from_bytes(packet[16:20])
+            addresses: tuple[int, int] = _IPV4_ADDRESSES.unpack_from(packet)
+            source, destination = addresses
         else:
             if len(packet) < 40 or packet[0] >> 4 != 6:
                 return False

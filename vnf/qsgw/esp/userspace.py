@@ -4,9 +4,19 @@ Packets routed into the TUN device are matched against the outbound
 policies, protected with the policy's current outbound SA (found by
 `reqid`) and sent; ESP packets received are looked up by SPI, verified,
 checked against the SA's inbound policy (RFC 4301 §5.2) and written to the
-TUN device. Two threads run the packet loops (TUN to network, network to
-TUN) so that the daemon's event loop never waits for them; a third checks
-time-based lifetimes.
+TUN device. Threads run the packet loops so that the daemon's event loop
+never waits for them: one drains the TUN device, one per socket it owns
+blocks in that socket's receive (SO_RCVTIMEO wakes it to look at the stop
+flag), and one checks time-based lifetimes. Each SA is verified on one
+path only (its outer address family, UDP or raw), so that no two threads
+move its anti-replay window at once.
+
+Per packet, Python costs about 2–3 µs to send and 4 µs to receive on
+this project's machine, and the kernel (TUN read or write, the UDP send)
+about as much again: one core carries roughly 150 kpps out or 110 kpps
+in. The hot paths are written for that: bound methods in locals, no
+exception per wake-up, and `OutboundSa.encapsulate` / `InboundSa.decapsulate`
+as single functions.
 
 Port 4500 is shared with IKE. Two ways to set the backend up:
 
@@ -40,6 +50,7 @@ keeps its sequence numbers and window when its keys are unchanged.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import select
@@ -98,6 +109,10 @@ _TUN_QUEUE = 2000
 _INNER_VERSION = {IPPROTO_IPIP: 4, IPPROTO_IPV6: 6}
 _NEXT_HEADER = {4: IPPROTO_IPIP, 6: IPPROTO_IPV6}
 _SPI = struct.Struct(">I")
+_TIMEVAL = struct.Struct("@ll")  # struct timeval
+_SEND_TIMEOUT_US = 10_000
+_FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "v4", socket.AF_INET6: "v6"}
+_KIND_NAMES: dict[int, str] = {socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "raw"}
 _UNKNOWN = CompiledPolicy.of(
     PolicySpec(
         Direction.OUTBOUND,
@@ -146,11 +161,18 @@ class _Inbound:
     soft_fired: bool = False
     # copied from `spec` for the receive hot path
     reqid: int = field(init=False)
-    encapsulated: bool = field(init=False)
+    path: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.reqid = self.spec.reqid
-        self.encapsulated = self.spec.encapsulation is not None
+        encapsulated = self.spec.encapsulation is not None
+        self.path = _path(_family(self.spec.destination), encapsulated)
+
+
+def _path(family: int, encapsulated: bool) -> int:
+    """Which socket an SA's packets arrive on: one per SA, so that one
+    thread at a time touches its anti-replay window."""
+    return family * 2 + encapsulated
 
 
 def available() -> str:
@@ -231,15 +253,17 @@ class UserspaceBackend:
             self._tun = self._given_tun
             os.set_blocking(self._tun, False)
         self._open_sockets()
-        for target, name in (
-            (self._egress_loop, "esp-egress"),
-            (self._ingress_loop, "esp-ingress"),
-            (self._lifetime_loop, "esp-lifetimes"),
-        ):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._spawn(self._egress_loop, "esp-egress")
+        for (family, kind), sock in self._sockets.items():
+            name = f"esp-ingress-{_FAMILY_NAMES[family]}-{_KIND_NAMES[kind]}"
+            self._spawn(self._ingress_loop, name, sock, family, kind)
+        self._spawn(self._lifetime_loop, "esp-lifetimes")
         log.info("userspace ESP backend started on %s", self._tun_name)
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
+        thread = threading.Thread(target=target, name=name, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def close(self) -> None:
         self._stop.set()
@@ -273,8 +297,8 @@ class UserspaceBackend:
                 sock = socket.socket(family, socket.SOCK_RAW, IPPROTO_ESP)
                 self._sockets[(family, socket.SOCK_RAW)] = sock
         for sock in self._sockets.values():
-            sock.setblocking(False)
             _enlarge_buffers(sock)
+            _set_timeouts(sock)
 
     # SAs
 
@@ -463,7 +487,8 @@ class UserspaceBackend:
         self, datagram: bytes, source: Endpoint, destination: Endpoint
     ) -> None:
         """An ESP-in-UDP datagram (no non-ESP marker) the daemon received."""
-        self._receive_esp(datagram)
+        family = socket.AF_INET6 if ":" in destination[0] else socket.AF_INET
+        self._receive_esp(datagram, _path(family, True))
 
     def send_ike(self, message: bytes, source: Endpoint, destination: Endpoint) -> None:
         """Send an IKE message from port 4500, adding the non-ESP marker."""
@@ -476,15 +501,18 @@ class UserspaceBackend:
     def _egress_loop(self) -> None:
         poller = select.poll()
         poller.register(self._tun, select.POLLIN)
-        read, tun, size = os.read, self._tun, self._mtu + 64
-        while not self._stop.is_set():
+        # a non-blocking FileIO returns None once drained, where os.read
+        # would raise: no exception per wake-up
+        read = io.FileIO(self._tun, "r", closefd=False).read
+        size, send, stopped = self._mtu + 64, self._send_inner, self._stop.is_set
+        while not stopped():
             if not poller.poll(_POLL_MS):
                 continue
             try:
-                while True:
-                    self._send_inner(read(tun, size))
-            except BlockingIOError:
-                pass
+                inner = read(size)
+                while inner:
+                    send(inner)
+                    inner = read(size)
             except Exception:  # a bug must not stop the data plane
                 self.drops.internal_errors += 1
                 log.exception("outbound packet processing failed")
@@ -545,41 +573,47 @@ class UserspaceBackend:
 
     # network -> TUN
 
-    def _ingress_loop(self) -> None:
-        poller = select.poll()
-        by_fd = {sock.fileno(): (key, sock) for key, sock in self._sockets.items()}
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
+    def _ingress_loop(self, sock: socket.socket, family: int, kind: int) -> None:
+        """One thread per socket, blocked in the kernel's receive: one
+        system call per packet, and none that fails while packets flow."""
+        raw = kind == socket.SOCK_RAW
+        path = _path(family, not raw)
         while not self._stop.is_set():
-            for fd, _ in poller.poll(_POLL_MS):
-                (family, kind), sock = by_fd[fd]
-                try:
-                    if kind == socket.SOCK_RAW:
-                        self._drain_raw(sock, family)
-                    else:
-                        self._drain_udp(sock)
-                except Exception:  # a bug must not stop the data plane
-                    self.drops.internal_errors += 1
-                    log.exception("inbound packet processing failed")
-
-    def _drain_udp(self, sock: socket.socket) -> None:
-        receive = sock.recvfrom
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                datagram, source = receive(_RECEIVE_SIZE)
-                if datagram[:4] == NON_ESP_MARKER or len(datagram) < 8:
-                    self._not_esp(datagram, source, sock)
+            try:
+                if raw:
+                    self._drain_raw(sock, family, path)
                 else:
-                    self._receive_esp(datagram)
+                    self._drain_udp(sock, path)
+            except BlockingIOError:
+                pass  # the receive timeout: time to look at the stop flag
+            except OSError:
+                if self._stop.is_set():
+                    return  # closed under us
+                self.drops.internal_errors += 1
+                log.exception("receiving ESP failed")
+            except Exception:  # a bug must not stop the data plane
+                self.drops.internal_errors += 1
+                log.exception("inbound packet processing failed")
 
-    def _drain_raw(self, sock: socket.socket, family: int) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                packet = sock.recv(_RECEIVE_SIZE)
-                if family == socket.AF_INET:
-                    # raw IPv4 sockets deliver the IP header too
-                    packet = packet[(packet[0] & 0x0F) * 4 :]
-                self._receive_esp(packet, encapsulated=False)
+    def _drain_udp(self, sock: socket.socket, path: int) -> None:
+        receive, receive_esp = sock.recvfrom, self._receive_esp
+        stopped, marker = self._stop.is_set, NON_ESP_MARKER
+        while not stopped():
+            datagram, source = receive(_RECEIVE_SIZE)
+            if len(datagram) < 8 or datagram.startswith(marker):
+                self._not_esp(datagram, source, sock)
+            else:
+                receive_esp(datagram, path)
+
+    def _drain_raw(self, sock: socket.socket, family: int, path: int) -> None:
+        receive, receive_esp = sock.recv, self._receive_esp
+        stopped = self._stop.is_set
+        while not stopped():
+            packet = receive(_RECEIVE_SIZE)
+            if family == socket.AF_INET:
+                # raw IPv4 sockets deliver the IP header too
+                packet = packet[(packet[0] & 0x0F) * 4 :]
+            receive_esp(packet, path)
 
     def _not_esp(
         self, datagram: bytes, source: tuple[str, int], sock: socket.socket
@@ -593,7 +627,7 @@ class UserspaceBackend:
         local: Endpoint = sock.getsockname()[:2]
         self._ike_receiver(datagram[4:], (source[0], source[1]), local)
 
-    def _receive_esp(self, packet: bytes, encapsulated: bool = True) -> None:
+    def _receive_esp(self, packet: bytes, path: int) -> None:
         if len(packet) < 8:
             self.drops.malformed += 1
             return
@@ -601,8 +635,7 @@ class UserspaceBackend:
         if entry is None:
             self.drops.unknown_spi += 1
             return
-        # one path per SA, so that one thread at a time touches its window
-        if entry.encapsulated is not encapsulated:
+        if entry.path != path:
             self.drops.wrong_encapsulation += 1
             return
         try:
@@ -684,6 +717,19 @@ def _enlarge_buffers(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, forced, _SOCKET_BUFFER)
         except PermissionError:
             sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+
+
+def _set_timeouts(sock: socket.socket) -> None:
+    """Blocking calls that give up after a while: a receive wakes the
+    thread at least every `_POLL_MS` to look at the stop flag, and a send
+    into a full buffer fails (a drop) rather than stalling the egress loop."""
+    sock.setblocking(True)
+    for option, microseconds in (
+        (socket.SO_RCVTIMEO, _POLL_MS * 1000),
+        (socket.SO_SNDTIMEO, _SEND_TIMEOUT_US),
+    ):
+        seconds, rest = divmod(microseconds, 1_000_000)
+        sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(seconds, rest))
 
 
 def _ignore_event(event: BackendEvent) -> None:
