@@ -105,6 +105,16 @@ class ApiKube:
             raise
         return self._plain(found)
 
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        """Deletes a ConfigMap; one already gone is fine."""
+        try:
+            self.core.delete_namespaced_config_map(
+                name, namespace, _request_timeout=self.timeout
+            )
+        except client.ApiException as error:
+            if not self._missing(error):
+                raise
+
     def ready_nodes(self) -> set[str]:
         """Names of the nodes that exist and report Ready."""
         listing = self.core.list_node(_request_timeout=self.timeout)

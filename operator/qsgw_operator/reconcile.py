@@ -1,7 +1,7 @@
 """One level-triggered pass over one IPsecTunnelGroup.
 
 `reconcile(kube, namespace, name, now)` reads the group, its tunnels, its
-pods and the previous placement (the ConfigMap the pods read), applies
+pods and the previous placement (the placement ConfigMap), applies
 the children with server-side apply, and writes the statuses that changed.
 It holds no state between passes: after an operator restart, an apiserver
 restart or a missed watch event, the next pass computes the same answer
@@ -42,6 +42,7 @@ class Kube(Protocol):
     def list_tunnels(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]: ...
     def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]: ...
     def get_config_map(self, namespace: str, name: str) -> Obj | None: ...
+    def delete_config_map(self, namespace: str, name: str) -> None: ...
     def ready_nodes(self) -> set[str]: ...
     def apply(self, obj: Obj) -> None: ...
     def patch_group_status(self, namespace: str, name: str, status: Obj) -> None: ...
@@ -61,6 +62,7 @@ class Outcome:
     invalid: int
     lost_pods: tuple[str, ...]
     config_too_large: bool = False
+    config_size: int = 0
 
 
 def proposal_problem(spec: TunnelSpec) -> str | None:
@@ -123,8 +125,12 @@ def reconcile(kube: Kube, namespace: str, name: str, now: str) -> Outcome | None
     nodes = kube.ready_nodes()
     ready = [p for p in pods if _pod_ready(p, nodes)]
     slots = [Pod(p["metadata"]["name"], p["spec"].get("nodeName", "")) for p in ready]
-    config = kube.get_config_map(namespace, render.config_map_name(name))
-    previous, previous_backups = render.read_placement((config or {}).get("data"))
+    stored = kube.get_config_map(namespace, render.placement_map_name(name))
+    legacy = None
+    if stored is None:  # written by an operator before sharding, if at all
+        legacy = kube.get_config_map(namespace, render.config_map_name(name))
+    data = (stored or legacy or {}).get("data")
+    previous, previous_backups = render.read_placement(data)
 
     placement = place(
         tunnels,
@@ -141,14 +147,19 @@ def reconcile(kube: Kube, namespace: str, name: str, now: str) -> Outcome | None
         for p in pods
         if not p["metadata"].get("deletionTimestamp")
     ]
-    rendered = render.config_map(name, namespace, uid, alive, tunnels, placement)
-    too_large = render.data_size(rendered) > render.CONFIG_MAP_LIMIT
+    files = render.pod_files(alive, tunnels, placement)
+    size = _apply_config(kube, namespace, name, uid, files, placement, data)
+    too_large = size > 0
     if too_large:
         logger.warning(
-            "group %s/%s: pod configuration exceeds a ConfigMap", namespace, name
+            "group %s/%s: pod configuration of %d octets exceeds %d shards",
+            namespace,
+            name,
+            size,
+            render.CONFIG_SHARDS,
         )
-    elif config is None or config.get("data") != rendered["data"]:
-        kube.apply(rendered)
+    elif legacy is not None:
+        kube.delete_config_map(namespace, render.config_map_name(name))
 
     lost = tuple(sorted(set(previous.values()) - {slot.name for slot in slots}))
     if lost:
@@ -168,6 +179,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: str) -> Outcome | None
         len(invalid),
         lost,
         too_large,
+        size,
     )
     selected = len(tunnel_objs)
     status = _group_status(group, outcome, pods, nodes, placement, selected, now)
@@ -190,6 +202,40 @@ def _apply_workload(
     kube.apply(render.headless_service(name, namespace, uid))
     kube.apply(render.disruption_budget(name, namespace, uid))
     kube.apply(render.deployment(name, namespace, uid, spec, replicas, secrets))
+
+
+def _apply_config(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    uid: str,
+    files: Mapping[str, str],
+    placement: Placement,
+    stored: Mapping[str, str] | None,
+) -> int:
+    """Applies the shards that changed, deletes the shards no longer used,
+    then applies the placement ConfigMap. Returns 0, or the octets of
+    configuration if it does not fit (then nothing is applied)."""
+    previous, digests = render.read_shards(stored)
+    where = render.assign_shards(files, previous)
+    shards = render.shard_data(files, where) if where is not None else []
+    wanted = [render.digest(data) for data in shards]
+    record = render.placement_map(name, namespace, uid, placement, where or {}, wanted)
+    if where is None or render.data_size(record) > render.CONFIG_MAP_LIMIT:
+        total = sum(render.entry_size(key, value) for key, value in files.items())
+        return total + render.data_size(record)
+    # highest first: a file moving to a lower shard still in use leaves
+    # before it arrives; one moving higher is briefly in both, and the later
+    # source (the new copy) wins in the projected volume
+    for index in reversed(range(len(shards))):
+        if index >= len(digests) or digests[index] != wanted[index]:
+            kube.apply(render.config_shard(name, namespace, uid, index, shards[index]))
+    # before the record that forgets them: a failed delete is retried
+    for index in range(len(shards), len(digests)):
+        kube.delete_config_map(namespace, render.shard_name(name, index))
+    if (stored or {}) != record["data"]:
+        kube.apply(record)
+    return 0
 
 
 def _write_tunnel_statuses(
@@ -295,8 +341,9 @@ def _degraded(outcome: Outcome, scaling: bool) -> tuple[str, str, str]:
         return (
             "True",
             "ConfigTooLarge",
-            "the pods' configuration exceeds one ConfigMap (1 MiB); "
-            "split the tunnels over more groups",
+            f"the pods' configuration takes {outcome.config_size} octets, over "
+            f"{render.CONFIG_SHARDS} ConfigMaps of {render.CONFIG_MAP_LIMIT} "
+            "(or one pod's file over one); split the tunnels over more groups",
         )
     if outcome.invalid:
         return (

@@ -221,6 +221,26 @@ def test_chart_lints_strict(cp: ControlPlane) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("delete", "configmaps", "yes"),  # unused configuration shards
+        ("patch", "deployments.apps", "yes"),
+        ("get", "secrets", "no"),  # pods mount them; the operator never reads
+        ("delete", "deployments.apps", "no"),  # owner references do that
+    ],
+)
+def test_chart_rbac_grants_the_operator_what_it_needs_and_no_more(
+    cp: ControlPlane, installed: str, verb: str, resource: str, allowed: str
+) -> None:
+    account = f"system:serviceaccount:{installed}:qsgw"
+    result = cp.kubectl(
+        "auth", "can-i", verb, resource, "-n", NAMESPACE, "--as", account,
+        check=False,
+    )  # fmt: skip
+    assert result.stdout.strip() == allowed, result.stdout + result.stderr
+
+
 def test_chart_renders_objects_the_apiserver_accepts(
     cp: ControlPlane, installed: str
 ) -> None:
@@ -406,9 +426,10 @@ def test_secrets_never_appear_in_status_or_config(
     group = cp.kubectl(
         "get", "-n", NAMESPACE, "ipsectunnelgroup", GROUP, "-o", "yaml"
     ).stdout
-    config = cp.kubectl(
-        "get", "-n", NAMESPACE, "configmap", f"{GROUP}-gw-config", "-o", "yaml"
-    ).stdout
+    selected = ("-n", NAMESPACE, "configmaps", "-l", f"ipsec.qsgw.io/group={GROUP}")
+    names = {item["metadata"]["name"] for item in cp.get_json(*selected)["items"]}
+    assert {f"{GROUP}-gw-placement", f"{GROUP}-gw-config-0"} <= names
+    config = cp.kubectl("get", *selected, "-o", "yaml").stdout
     tunnels = cp.kubectl("get", "-n", NAMESPACE, "ipsectunnels", "-o", "yaml").stdout
     for value in values:
         assert value not in group + config + tunnels

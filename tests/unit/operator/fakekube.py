@@ -30,6 +30,7 @@ class FakeKube:
         self.nodes: dict[str, bool] = {}
         self.status_writes = 0
         self.apply_calls = 0
+        self.deleted: list[tuple[str, str]] = []
 
     # --- setting the scene -------------------------------------------------
 
@@ -85,6 +86,10 @@ class FakeKube:
     def get_config_map(self, namespace: str, name: str) -> Obj | None:
         found = self.applied.get(("ConfigMap", name))
         return copy.deepcopy(found) if found else None
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        self.deleted.append(("ConfigMap", name))
+        self.applied.pop(("ConfigMap", name), None)
 
     def ready_nodes(self) -> set[str]:
         return {name for name, ready in self.nodes.items() if ready}

@@ -10,6 +10,7 @@ import yaml
 from fakekube import FakeKube, example_objects
 
 from qsgw.daemon.config import Document
+from qsgw_operator import render
 from qsgw_operator.reconcile import reconcile
 
 NOW = "2026-12-03T17:00:00Z"
@@ -34,6 +35,22 @@ def condition(kube: FakeKube, kind: str) -> dict[str, Any]:
     conditions = kube.groups["branches"]["status"]["conditions"]
     found: dict[str, Any] = next(c for c in conditions if c["type"] == kind)
     return found
+
+
+def mounted(kube: FakeKube) -> dict[str, str]:
+    """/etc/qsgw/config as the kubelet builds it: the sources of the pod
+    template's projected volume, in order, missing optional ones skipped."""
+    deployment = kube.applied[("Deployment", "branches-gw")]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    (config,) = [v for v in volumes if v["name"] == "config"]
+    files: dict[str, str] = {}
+    for source in config["projected"]["sources"]:
+        found = kube.applied.get(("ConfigMap", source["configMap"]["name"]))
+        assert found is not None or source["configMap"]["optional"] is True
+        for key, value in (found or {}).get("data", {}).items():
+            assert key not in files, f"{key} is in two sources"
+            files[key] = value
+    return files
 
 
 def assert_promoted(kube: FakeKube, before: dict[str, Any], lost: str) -> None:
@@ -74,7 +91,7 @@ def test_every_tunnel_is_carried_by_one_ready_pod_and_backed_up_on_another() -> 
 def test_each_pod_config_is_valid_gateway_yaml_naming_secrets_by_file_only() -> None:
     kube = scene()
     reconcile(kube, "vpn", "branches", NOW)
-    data = kube.applied[("ConfigMap", "branches-gw-config")]["data"]
+    data = mounted(kube)
     seen = set()
     for key, text in data.items():
         if not key.endswith(".yaml"):
@@ -100,7 +117,7 @@ def test_a_starting_pod_gets_an_empty_config_file_until_it_is_ready() -> None:
     kube = scene(pods=3)
     kube.add_pod("branches-gw-new", "branches", "node-9", ready=False)
     reconcile(kube, "vpn", "branches", NOW)
-    data = kube.applied[("ConfigMap", "branches-gw-config")]["data"]
+    data = mounted(kube)
     assert yaml.safe_load(data["branches-gw-new.yaml"])["connections"] == {}
 
 
@@ -161,11 +178,76 @@ def test_no_ready_pod_yet_reads_as_pods_not_ready_not_as_capacity() -> None:
     assert all("status" not in tunnel for tunnel in kube.tunnels.values())
 
 
-def test_configuration_beyond_one_config_map_is_reported_not_applied() -> None:
-    kube = scene(pods=3, tunnels=1600)  # about 660 octets per tunnel
+def test_a_pod_file_beyond_one_config_map_is_reported_not_applied() -> None:
+    kube = scene(pods=3, tunnels=5998)  # 2,000 a pod, about 580 octets each
+    kube.groups["branches"]["spec"]["gateway"]["tunnelsPerPod"] = 2000
     reconcile(kube, "vpn", "branches", NOW)
-    assert ("ConfigMap", "branches-gw-config") not in kube.applied
-    assert condition(kube, "Degraded")["reason"] == "ConfigTooLarge"
+    assert not [name for kind, name in kube.applied if kind == "ConfigMap"]
+    degraded = condition(kube, "Degraded")
+    assert degraded["reason"] == "ConfigTooLarge"
+    octets = int(degraded["message"].split(" takes ")[1].split(" ")[0])
+    assert octets > 3 * render.CONFIG_MAP_LIMIT
+
+
+def shard_names(kube: FakeKube) -> list[str]:
+    return sorted(
+        name
+        for kind, name in kube.applied
+        if kind == "ConfigMap" and "-config-" in name
+    )
+
+
+def test_ten_thousand_tunnels_are_sharded_and_each_on_exactly_one_pod() -> None:
+    kube = scene(pods=12, tunnels=9998)  # plus the example's two
+    kube.groups["branches"]["spec"]["gateway"].update(replicas=12)
+    reconcile(kube, "vpn", "branches", NOW)
+    assert condition(kube, "Ready")["reason"] == "AllTunnelsPlaced"
+    assert condition(kube, "Degraded")["status"] == "False"
+    assert len(shard_names(kube)) > 1
+    for (kind, _), obj in kube.applied.items():
+        if kind == "ConfigMap":
+            assert render.data_size(obj) <= render.CONFIG_MAP_LIMIT
+    carried: dict[str, str] = {}
+    for key, text in mounted(kube).items():
+        if key.endswith(".yaml"):
+            for tunnel in yaml.safe_load(text)["connections"]:
+                assert tunnel not in carried
+                carried[tunnel] = key.removesuffix(".yaml")
+    assert len(carried) == 10_000
+    assert all(kube.tunnels[t]["status"]["activePod"] == p for t, p in carried.items())
+
+
+def test_shards_no_longer_used_are_deleted() -> None:
+    kube = scene(pods=3, tunnels=2998)
+    reconcile(kube, "vpn", "branches", NOW)
+    before = shard_names(kube)
+    assert len(before) >= 2
+    kube.groups["branches"]["spec"]["gateway"]["replicas"] = 1
+    del kube.pods["branches-gw-1"], kube.pods["branches-gw-2"]
+    reconcile(kube, "vpn", "branches", LATER)
+    assert shard_names(kube) == ["branches-gw-config-0"]
+    assert sorted(name for _, name in kube.deleted) == before[1:]
+    assert set(mounted(kube)) == {"branches-gw-0.yaml", "placement.json", "shards.json"}
+
+
+def test_an_unsharded_config_map_seeds_the_placement_then_is_deleted() -> None:
+    kube = scene(pods=3, tunnels=30)
+    reconcile(kube, "vpn", "branches", NOW)
+    before = {n: t["status"]["activePod"] for n, t in kube.tunnels.items()}
+    placement = kube.applied.pop(("ConfigMap", "branches-gw-placement"))
+    legacy_record = {
+        tunnel: {"active": pod, "backups": []} for tunnel, pod in before.items()
+    }
+    legacy = dict(placement, data={"placement.json": json.dumps(legacy_record)})
+    legacy["metadata"] = dict(placement["metadata"], name="branches-gw-config")
+    kube.applied[("ConfigMap", "branches-gw-config")] = legacy
+    for tunnel in kube.tunnels.values():
+        del tunnel["status"]
+    reconcile(kube, "vpn", "branches", LATER)
+    after = {n: t["status"]["activePod"] for n, t in kube.tunnels.items()}
+    assert after == before
+    assert kube.deleted == [("ConfigMap", "branches-gw-config")]
+    assert ("ConfigMap", "branches-gw-placement") in kube.applied
 
 
 def test_a_deleted_group_is_left_alone() -> None:

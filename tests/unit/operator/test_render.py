@@ -9,6 +9,7 @@ from fakekube import example_objects
 
 from qsgw_operator import render
 from qsgw_operator.models import TunnelGroupSpec, TunnelSpec
+from qsgw_operator.placement import Pod, place
 
 
 def group_spec(**gateway: Any) -> TunnelGroupSpec:
@@ -92,11 +93,84 @@ def test_replicas_follow_tunnel_count_within_bounds() -> None:
     assert render.replicas_wanted(spec, 10_000) == 6
 
 
-def test_placement_round_trips_through_the_config_map() -> None:
-    from qsgw_operator.placement import Pod, place
-
+def test_placement_round_trips_through_the_placement_config_map() -> None:
     result = place(["a", "b", "c"], [Pod("p0", "n0"), Pod("p1", "n1")], capacity=5)
-    specs = dict.fromkeys(["a", "b", "c"], tunnels()["branch-a"])
-    config_map = render.config_map("g", "ns", "uid", ["p0", "p1"], specs, result)
-    active, backups = render.read_placement(config_map["data"])
+    record = render.placement_map("g", "ns", "uid", result, {}, [])
+    active, backups = render.read_placement(record["data"])
     assert active == dict(result.active) and backups == dict(result.backups)
+
+
+def test_placement_of_ten_thousand_tunnels_fits_one_config_map_with_room() -> None:
+    names = [f"tunnel-{i:05d}-of-a-branch-office" for i in range(10_000)]
+    pods = [Pod(f"branches-gw-7d9f8c6b5-{i:05d}", f"node-{i}") for i in range(12)]
+    result = place(names, pods, capacity=1000, backups=1)
+    record = render.placement_map("g", "ns", "uid", result, {}, [])
+    size = render.data_size(record)
+    assert size < render.CONFIG_MAP_LIMIT // 2, size
+    active, _ = render.read_placement(record["data"])
+    assert active == dict(result.active)
+
+
+def sized(sizes: dict[str, int]) -> dict[str, str]:
+    """Files whose data-map entries take exactly the given octets."""
+    return {key: "x" * (size - len(key)) for key, size in sizes.items()}
+
+
+def shard_loads(files: dict[str, str], where: dict[str, int]) -> list[int]:
+    loads = [0] * render.CONFIG_SHARDS
+    for key, index in where.items():
+        loads[index] += render.entry_size(key, files[key])
+    return loads
+
+
+def test_files_go_first_fit_in_key_order_and_no_shard_exceeds_the_limit() -> None:
+    files = sized({f"p{i:02d}.yaml": 300 + 37 * i for i in range(40)})
+    where = render.assign_shards(files, {}, shards=16, limit=4000)
+    assert where is not None and set(where) == set(files)
+    assert max(shard_loads(files, where)) <= 4000
+    assert where["p00.yaml"] == 0 and where["p01.yaml"] == 0
+
+
+def test_files_keep_their_shard_while_it_has_room() -> None:
+    files = sized({f"p{i}.yaml": 600 for i in range(6)})
+    first = render.assign_shards(files, {}, limit=1300)
+    assert first is not None
+    files["p1.yaml"] = "x" * 900  # no longer fits beside p0
+    files["p9.yaml"] = "x" * 10
+    second = render.assign_shards(files, first, limit=1300)
+    assert second is not None
+    moved = {key for key in first if first[key] != second[key]}
+    assert moved == {"p1.yaml"}
+    assert max(shard_loads(files, second)) <= 1300
+
+
+def test_assignment_depends_only_on_the_inputs() -> None:
+    files = sized({f"p{i}.yaml": 100 * (i % 7 + 1) for i in range(30)})
+    reordered = dict(reversed(list(files.items())))
+    assert render.assign_shards(files, {}, limit=1500) == render.assign_shards(
+        reordered, {}, limit=1500
+    )
+
+
+def test_files_beyond_every_shard_do_not_fit() -> None:
+    files = sized({f"p{i}.yaml": 1000 for i in range(17)})
+    assert render.assign_shards(files, {}, shards=16, limit=1000) is None
+    assert render.assign_shards(files, {}, shards=17, limit=1000) is not None
+
+
+def test_a_file_larger_than_one_shard_does_not_fit() -> None:
+    files = sized({"p0.yaml": 1001})
+    assert render.assign_shards(files, {}, limit=1000) is None
+
+
+def test_config_volume_projects_placement_and_every_shard_optionally() -> None:
+    volumes = {v["name"]: v for v in pod_spec(group_spec())["spec"]["volumes"]}
+    sources = volumes["config"]["projected"]["sources"]
+    names = [source["configMap"]["name"] for source in sources]
+    assert names == ["branches-gw-placement"] + [
+        f"branches-gw-config-{i}" for i in range(render.CONFIG_SHARDS)
+    ]
+    assert all(source["configMap"]["optional"] is True for source in sources)
+    (container,) = pod_spec(group_spec())["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["config"] == render.CONFIG_DIR
