@@ -21,7 +21,7 @@ import logging
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -386,9 +386,14 @@ class GatewayConfig:
     source: Path
     gateway: GatewaySettings
     connections: tuple[ConnectionSpec, ...]
+    _by_name: dict[str, ConnectionSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name = {c.name: c for c in self.connections}
+        object.__setattr__(self, "_by_name", by_name)
 
     def connection(self, name: str) -> ConnectionSpec | None:
-        return next((c for c in self.connections if c.name == name), None)
+        return self._by_name.get(name)
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
+from typing import TypeVar
 
 from qsgw.ike.constants import (
     GENERIC_PAYLOAD_HEADER_SIZE,
@@ -134,8 +135,8 @@ def parse_header(data: bytes) -> IkeHeader:
         spi_i=spi_i,
         spi_r=spi_r,
         next_payload=next_payload,
-        exchange=_enum_or_int(ExchangeType, exchange),
-        flags=HeaderFlag(flags),
+        exchange=_enum_or_int(_EXCHANGE_TYPES, exchange),
+        flags=_HEADER_FLAGS[flags],
         message_id=mid,
         length=length,
         major_version=major,
@@ -318,12 +319,30 @@ def _require(condition: bool, reason: str) -> None:
         raise invalid_syntax(reason)
 
 
-def _enum_or_int(enum: type[IntEnum], value: int) -> int:
+_Enum = TypeVar("_Enum", bound=IntEnum)
+
+
+def _members(enum: type[_Enum]) -> dict[int, _Enum]:
+    """Each value of `enum` to its (canonical) member, built once."""
+    return {member.value: member for member in enum}
+
+
+# Parsing makes about a hundred enum values per IKE SA set-up; calling the
+# enum class each time costs far more than these dictionary lookups.
+_EXCHANGE_TYPES = _members(ExchangeType)
+_PROTOCOL_IDS = _members(ProtocolId)
+_TRANSFORM_TYPES = _members(TransformType)
+_ID_TYPES = _members(IdType)
+_AUTH_METHODS = _members(AuthMethod)
+_NOTIFY_TYPES = _members(NotifyType)
+_TS_TYPES = _members(TsType)
+# every octet value, reserved bits kept as IntFlag keeps them
+_HEADER_FLAGS = {value: HeaderFlag(value) for value in range(0x100)}
+
+
+def _enum_or_int(members: dict[int, _Enum], value: int) -> _Enum | int:
     """The enum member for `value` if it has one, else the plain int."""
-    try:
-        return enum(value)
-    except ValueError:
-        return value
+    return members.get(value, value)
 
 
 # RFC 7296 §3.3: Security Association payload
@@ -366,7 +385,7 @@ def _parse_proposal(data: bytes) -> Proposal | None:
         return None
     return Proposal(
         number=number,
-        protocol=_enum_or_int(ProtocolId, protocol),
+        protocol=_enum_or_int(_PROTOCOL_IDS, protocol),
         spi=spi,
         transforms=tuple(transforms),
     )
@@ -385,7 +404,7 @@ def _parse_transforms(data: bytes) -> tuple[list[Transform], bool]:
         key_length, known = _parse_attributes(attributes)
         understood = understood and known
         transforms.append(
-            Transform(_enum_or_int(TransformType, kind), ident, key_length)
+            Transform(_enum_or_int(_TRANSFORM_TYPES, kind), ident, key_length)
         )
         offset += length
     _require(offset == len(data), "trailing-data")
@@ -468,7 +487,7 @@ def _parse_id(kind: int, critical: bool, body: bytes) -> Payload:
     _require(len(body) >= 4, "bad-length")
     return IdPayload(
         initiator=kind == PayloadType.IDi,
-        id_type=_enum_or_int(IdType, body[0]),
+        id_type=_enum_or_int(_ID_TYPES, body[0]),
         data=body[4:],
         critical=critical,
     )
@@ -483,7 +502,7 @@ def _parse_cert(kind: int, critical: bool, body: bytes) -> Payload:
 
 def _parse_auth(kind: int, critical: bool, body: bytes) -> Payload:
     _require(len(body) > 4, "bad-length")
-    method = _enum_or_int(AuthMethod, body[0])
+    method = _enum_or_int(_AUTH_METHODS, body[0])
     return AuthPayload(method=method, data=body[4:], critical=critical)
 
 
@@ -516,8 +535,8 @@ def _parse_notify(kind: int, critical: bool, body: bytes) -> Payload:
     if spi_size == 0:
         protocol = ProtocolId.NONE  # "MUST be ignored on receipt"
     return NotifyPayload(
-        type=_enum_or_int(NotifyType, notify),
-        protocol=_enum_or_int(ProtocolId, protocol),
+        type=_enum_or_int(_NOTIFY_TYPES, notify),
+        protocol=_enum_or_int(_PROTOCOL_IDS, protocol),
         spi=spi,
         data=body[_NOTIFY.size + spi_size :],
         critical=critical,
@@ -554,7 +573,7 @@ def _parse_delete(kind: int, critical: bool, body: bytes) -> Payload:
         _require(spi_size == 4, "spi-size")
     _require(len(spis) == spi_size * count, "bad-length")
     return DeletePayload(
-        protocol=ProtocolId(protocol),
+        protocol=_PROTOCOL_IDS[protocol],
         spis=tuple(spis[i * spi_size : (i + 1) * spi_size] for i in range(count)),
         critical=critical,
     )
@@ -605,7 +624,7 @@ def _parse_selector(data: bytes, offset: int) -> tuple[TrafficSelector, int]:
     _require(ports_ok, "selector-range")
     address = IPv4Address if size == 4 else IPv6Address
     selector = TrafficSelector(
-        ts_type=TsType(ts_type),
+        ts_type=_TS_TYPES[ts_type],
         ip_protocol=protocol,
         start_port=start_port,
         end_port=end_port,

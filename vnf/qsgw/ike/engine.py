@@ -54,6 +54,7 @@ from qsgw.ike.tasks.wire import Reply, exchange_name
 _log = logging.getLogger(__name__)
 
 _CANDIDATE_CACHE_SIZE = 4096
+_SPI_PRUNE_MINIMUM = 4096  # new_spi: SPIs remembered before the first pruning
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,9 @@ class IkeEngine:
         self._candidates = {}
         # responder IKE SAs that were still CONNECTING when last looked at
         self._connecting: dict[int, IkeSa] = {}
+        # inbound ESP SPIs handed out: a superset of our Child SAs' (new_spi)
+        self._spis: set[bytes] = set()
+        self._spis_limit = _SPI_PRUNE_MINIMUM
 
     # ------------------------------------------------------------ public API
 
@@ -279,14 +283,25 @@ class IkeEngine:
         self._datagrams.append(Datagram(data, local, remote))
 
     def new_spi(self) -> bytes:
-        """A fresh inbound ESP SPI (>= 256, unique among our Child SAs)."""
-        taken = {
-            c.inbound_spi for sa in self.sas.values() for c in sa.children.values()
-        }
+        """A fresh inbound ESP SPI (>= 256, unique among our Child SAs).
+
+        Unique also among the SPIs handed out since the last pruning, so
+        among Child SAs still being negotiated too.
+        """
+        if len(self._spis) >= self._spis_limit:
+            self._prune_spis()
         while True:
             spi = self.rng(4)
-            if int.from_bytes(spi, "big") >= 256 and spi not in taken:
+            if int.from_bytes(spi, "big") >= 256 and spi not in self._spis:
+                self._spis.add(spi)
                 return spi
+
+    def _prune_spis(self) -> None:
+        """Forget SPIs no Child SA holds any more (amortised: the limit doubles)."""
+        self._spis = {
+            c.inbound_spi for sa in self.sas.values() for c in sa.children.values()
+        }
+        self._spis_limit = max(2 * len(self._spis), _SPI_PRUNE_MINIMUM)
 
     def new_ike_spi(self) -> bytes:
         while True:

@@ -24,6 +24,10 @@ from qsgw.ike.constants import (
 
 IPAddress = IPv4Address | IPv6Address
 
+# IkeHeader tests its flags in plain ints: `&` on IntFlag builds a new flag
+_RESPONSE = int(HeaderFlag.RESPONSE)
+_INITIATOR = int(HeaderFlag.INITIATOR)
+
 
 @dataclass(frozen=True, slots=True)
 class IkeHeader:
@@ -39,11 +43,11 @@ class IkeHeader:
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & HeaderFlag.RESPONSE)
+        return int(self.flags) & _RESPONSE != 0
 
     @property
     def is_initiator(self) -> bool:
-        return bool(self.flags & HeaderFlag.INITIATOR)
+        return int(self.flags) & _INITIATOR != 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -76,6 +77,8 @@ class Snapshot:
 
 SnapshotSource = Callable[[], Snapshot]
 
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
 
 class GatewayMetrics:
     """All qsgw metrics in one registry of their own."""
@@ -84,6 +87,9 @@ class GatewayMetrics:
         self, snapshot: SnapshotSource, *, version: str, data_plane: str
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # labelled children by (metric, label values): prometheus_client's
+        # labels() validates and locks on every call, and events come per message
+        self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
         self._define_counters()
         self._define_histograms()
         info = Gauge(
@@ -172,8 +178,16 @@ class GatewayMetrics:
         if handler is not None:
             handler(self, event)
 
+    def labelled(self, metric: _Metric, *values: str) -> _Metric:
+        """`metric.labels(*values)`, looked up once per label tuple."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return cast(_Metric, child)
+
     def reload_done(self, ok: bool) -> None:
-        self.reloads.labels("ok" if ok else "refused").inc()
+        self.labelled(self.reloads, "ok" if ok else "refused").inc()
 
     def exposition(self) -> bytes:
         """The text exposition format, as served on /metrics."""
@@ -189,54 +203,54 @@ def _kind(response: bool) -> str:
 
 
 def _on_exchange(m: GatewayMetrics, e: ExchangeCompleted) -> None:
-    m.exchanges.labels(e.exchange, _role(e.initiator)).inc()
+    m.labelled(m.exchanges, e.exchange, _role(e.initiator)).inc()
     if e.initiator:
-        m.exchange_duration.labels(e.exchange).observe(e.duration)
+        m.labelled(m.exchange_duration, e.exchange).observe(e.duration)
 
 
 def _on_sent(m: GatewayMetrics, e: MessageSent) -> None:
-    m.messages_sent.labels(e.exchange, _kind(e.response)).inc()
+    m.labelled(m.messages_sent, e.exchange, _kind(e.response)).inc()
 
 
 def _on_received(m: GatewayMetrics, e: MessageReceived) -> None:
-    m.messages_received.labels(e.exchange, _kind(e.response)).inc()
+    m.labelled(m.messages_received, e.exchange, _kind(e.response)).inc()
 
 
 def _on_rejected(m: GatewayMetrics, e: MessageRejected) -> None:
-    m.messages_rejected.labels(e.reason).inc()
+    m.labelled(m.messages_rejected, e.reason).inc()
 
 
 def _on_ike_established(m: GatewayMetrics, e: IkeSaEstablished) -> None:
-    m.ike_established.labels(e.connection, _role(e.initiator)).inc()
-    m.handshake_duration.labels(_role(e.initiator)).observe(e.duration)
+    m.labelled(m.ike_established, e.connection, _role(e.initiator)).inc()
+    m.labelled(m.handshake_duration, _role(e.initiator)).observe(e.duration)
 
 
 def _on_ike_failed(m: GatewayMetrics, e: IkeSaFailed) -> None:
-    m.ike_failed.labels(e.connection, e.reason).inc()
+    m.labelled(m.ike_failed, e.connection, e.reason).inc()
 
 
 def _on_ike_deleted(m: GatewayMetrics, e: IkeSaDeleted) -> None:
-    m.ike_deleted.labels(e.connection, e.reason).inc()
+    m.labelled(m.ike_deleted, e.connection, e.reason).inc()
 
 
 def _on_ike_rekeyed(m: GatewayMetrics, e: IkeSaRekeyed) -> None:
-    m.ike_rekeys.labels(e.connection).inc()
+    m.labelled(m.ike_rekeys, e.connection).inc()
 
 
 def _on_child_established(m: GatewayMetrics, e: ChildSaEstablished) -> None:
-    m.child_established.labels(e.connection, e.child).inc()
+    m.labelled(m.child_established, e.connection, e.child).inc()
 
 
 def _on_child_rekeyed(m: GatewayMetrics, e: ChildSaRekeyed) -> None:
-    m.child_rekeys.labels(e.connection, e.child).inc()
+    m.labelled(m.child_rekeys, e.connection, e.child).inc()
 
 
 def _on_child_deleted(m: GatewayMetrics, e: ChildSaDeleted) -> None:
-    m.child_deleted.labels(e.connection, e.child, e.reason).inc()
+    m.labelled(m.child_deleted, e.connection, e.child, e.reason).inc()
 
 
 def _on_liveness(m: GatewayMetrics, e: LivenessFailed) -> None:
-    m.liveness_failures.labels(e.connection).inc()
+    m.labelled(m.liveness_failures, e.connection).inc()
 
 
 _HANDLERS: dict[type, Callable[[GatewayMetrics, object], None]] = {
