@@ -316,3 +316,37 @@ def test_a_watched_configuration_file_reloads_when_it_changes(tmp_path: Path) ->
             await a.shutdown()
 
     asyncio.run(main())
+
+
+def test_start_children_of_one_connection_share_one_ike_sa(tmp_path: Path) -> None:
+    a, b = gateways(tmp_path)
+    for gateway, (local, remote) in (
+        (a, ("10.3.0.0/16", "10.4.0.0/16")),
+        (b, ("10.4.0.0/16", "10.3.0.0/16")),
+    ):
+        path = gateway.config.source
+        document = yaml.safe_load(path.read_text())
+        children = document["connections"]["site"]["children"]
+        second = {**children["net"], "local_ts": [local], "remote_ts": [remote]}
+        children["second"] = second
+        path.write_text(yaml.safe_dump(document))
+    a = Gateway(load_config(a.config.source), RecordingBackend(first_spi=0x1000))
+    b = Gateway(load_config(b.config.source), RecordingBackend(first_spi=0x2000))
+
+    async def main() -> None:
+        await b.start()
+        await a.start()
+        try:
+            # two Child SAs, four SAs in each data plane
+            await until(installed(a, 4), "both children on a")
+            await until(installed(b, 4), "both children on b")
+            await asyncio.sleep(0.5)  # a duplicate would show up by now
+            for gateway in (a, b):
+                (ike_sa,) = gateway.sas()
+                names = sorted(c["name"] for c in ike_sa["children"])
+                assert names == ["net", "second"]
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(main())

@@ -207,6 +207,22 @@ def counters(spi: int, destination: str) -> SaCounters:
         backend.close()
 
 
+def listing(gateway: Gateway) -> str:
+    """Every Child SA both the daemon and the kernel know, SPIs only."""
+    lines = [f"gateway {gateway.name}:"]
+    for ike in gateway.request("sas"):
+        for child in ike.get("children", []):
+            lines.append(
+                f"  IKE #{ike['unique_id']} {ike['state']} child {child['name']} "
+                f"#{child['unique_id']} {child['state']} "
+                f"in {child['inbound_spi']} out {child['outbound_spi']}"
+            )
+    states = sh("ip", "-n", gateway.namespace, "xfrm", "state")
+    lines += [f"  kernel: {line.strip()}" for line in states.splitlines()
+              if line.startswith("src") or "spi" in line]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def ping(namespace: str, source: str, target: str) -> str:
     family = "-6" if ":" in target else "-4"
     return sh("ip", "netns", "exec", namespace, "ping", family, "-c", "3", "-i",
@@ -226,7 +242,7 @@ def test_traffic_crosses_the_kernel_tunnel(
     assert mine["outbound_spi"] == theirs["inbound_spi"]
     spi = int(mine["outbound_spi"], 16)
     sent = run_in(a.namespace, counters, spi, OUTER[_outer][1])
-    assert sent.packets >= 3
+    assert sent.packets >= 3, listing(a) + listing(b)
 
 
 def test_child_sa_rekey_under_traffic_loses_nothing(

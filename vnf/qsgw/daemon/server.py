@@ -386,9 +386,14 @@ class Gateway:
             if before.get(spec.name) == spec:
                 continue
             self.installer.install_traps(spec)
-            for child in spec.children:
-                if child.start_action == StartAction.START:
-                    self._start_child(spec.name, child.name)
+            # one IKE SA per connection: the engine brings up the other
+            # start children on it right after IKE_AUTH
+            first = next(
+                (c for c in spec.children if c.start_action == StartAction.START),
+                None,
+            )
+            if first is not None:
+                self._start_child(spec.name, first.name)
         self._pump()
 
     def _start_child(self, connection: str, child: str) -> None:
