@@ -137,19 +137,24 @@ def strongswan_pair(
             right.stop()
 
 
-@pytest.fixture
-def strongswan_left(
-    site_pair: SitePair, peer_rootfs: Path, interop_workdir: Path
+def _charon(
+    side: str, namespace: str, rootfs: Path, workdir: Path
 ) -> Iterator[StrongswanPeer]:
-    """charon running in the left namespace, nothing loaded yet."""
-    peer = StrongswanPeer(
-        "left", site_pair.left.namespace, peer_rootfs, interop_workdir / "left"
-    )
+    peer = StrongswanPeer(side, namespace, rootfs, workdir / side)
     try:
         peer.start()
         yield peer
     finally:
         peer.stop()
+
+
+@pytest.fixture
+def strongswan_left(
+    site_pair: SitePair, peer_rootfs: Path, interop_workdir: Path
+) -> Iterator[StrongswanPeer]:
+    """charon running in the left namespace, nothing loaded yet."""
+    namespace = site_pair.left.namespace
+    yield from _charon("left", namespace, peer_rootfs, interop_workdir)
 
 
 @pytest.fixture
@@ -171,14 +176,8 @@ def strongswan_right(
     site_pair: SitePair, peer_rootfs: Path, interop_workdir: Path
 ) -> Iterator[StrongswanPeer]:
     """charon running in the right namespace, nothing loaded yet."""
-    peer = StrongswanPeer(
-        "right", site_pair.right.namespace, peer_rootfs, interop_workdir / "right"
-    )
-    try:
-        peer.start()
-        yield peer
-    finally:
-        peer.stop()
+    namespace = site_pair.right.namespace
+    yield from _charon("right", namespace, peer_rootfs, interop_workdir)
 
 
 @pytest.fixture

@@ -22,8 +22,10 @@ from netns import (
     Pair,
     Side,
     background_in,
+    kernel_backend,
     make_pair,
     run_in,
+    sa_counters,
     sh,
     udp_receiver,
     udp_sender,
@@ -36,7 +38,6 @@ from qsgw.esp.backend import (
     EspIntegrity,
     Lifetime,
     PolicySpec,
-    SaCounters,
     SaSpec,
     UdpEncapsulation,
 )
@@ -133,25 +134,12 @@ def policies(me: Side, peer: Side, reqid: int = 1) -> list[PolicySpec]:
 
 
 def install(side: Side, peer: Side, sas: list[SaSpec]) -> None:
-    backend = KernelBackend()
-    backend.start(lambda event: None)
-    try:
+    with kernel_backend() as backend:
         for sa in sas:
             backend.add_sa(sa)
         for policy in policies(side, peer):
             backend.add_policy(policy)
         backend.install_route(ip_network(peer.inner_net), ip_address(side.inner), 0)
-    finally:
-        backend.close()
-
-
-def counters(spi: int, destination: str) -> SaCounters:
-    backend = KernelBackend()
-    backend.start(lambda event: None)
-    try:
-        return backend.counters(spi, ip_address(destination))
-    finally:
-        backend.close()
 
 
 def tunnel(pair: Pair, **kwargs: object) -> None:
@@ -184,8 +172,8 @@ NAMES = ["ipv4_in_ipv4", "ipv6_in_ipv6", "ipv4_in_ipv6", "ipv6_in_ipv4"]
 def test_ping_crosses_the_tunnel_and_esp_counters_move(pair: Pair) -> None:
     tunnel(pair)
     assert " 0% packet loss" in ping(pair)
-    sent = run_in(pair.a.namespace, counters, 0x1000, pair.b.outer)
-    received = run_in(pair.b.namespace, counters, 0x1000, pair.b.outer)
+    sent = run_in(pair.a.namespace, sa_counters, 0x1000, pair.b.outer)
+    received = run_in(pair.b.namespace, sa_counters, 0x1000, pair.b.outer)
     assert sent.packets == 3 and received.packets == 3
     assert sent.sequence == 3 and received.sequence == 3
 
@@ -221,23 +209,15 @@ def test_other_algorithms_carry_traffic(pair: Pair, algorithm: EspAlgorithm) -> 
 
 
 def rekey_side(side: Side, peer: Side, new: list[SaSpec], old_out: SaSpec) -> None:
-    backend = KernelBackend()
-    backend.start(lambda event: None)
-    try:
+    with kernel_backend() as backend:
         for sa in new:  # inbound first, then the new outbound
             backend.add_sa(sa)
         backend.delete_sa(old_out.spi, old_out.destination)
-    finally:
-        backend.close()
 
 
 def delete_sa(spi: int, destination: str) -> None:
-    backend = KernelBackend()
-    backend.start(lambda event: None)
-    try:
+    with kernel_backend() as backend:
         backend.delete_sa(spi, ip_address(destination))
-    finally:
-        backend.close()
 
 
 @pytest.mark.parametrize("pair", [(4, 4)], ids=["ipv4"], indirect=True)
@@ -279,7 +259,7 @@ def test_child_sa_rekey_under_traffic_loses_nothing(pair: Pair) -> None:
             assert sent() == count
         seen = received()
     assert sorted(seen) == list(range(count))
-    new_in = run_in(pair.b.namespace, counters, 0x3000, pair.b.outer)
+    new_in = run_in(pair.b.namespace, sa_counters, 0x3000, pair.b.outer)
     assert new_in.packets > 0, "traffic never moved to the new SA"
     # the old inbound SAs go last, once nothing uses them
     run_in(pair.b.namespace, delete_sa, 0x1000, pair.b.outer)
@@ -288,25 +268,17 @@ def test_child_sa_rekey_under_traffic_loses_nothing(pair: Pair) -> None:
 
 
 def install_only(sas: list[SaSpec]) -> None:
-    backend = KernelBackend()
-    backend.start(lambda event: None)
-    try:
+    with kernel_backend() as backend:
         for sa in sas:
             backend.add_sa(sa)
-    finally:
-        backend.close()
 
 
 def collect_events(seconds: float, wanted: int) -> list[BackendEvent]:
     events: list[BackendEvent] = []
-    backend = KernelBackend()
-    backend.start(events.append)
     deadline = time.monotonic() + seconds
-    try:
+    with kernel_backend(events.append):
         while time.monotonic() < deadline and len(events) < wanted:
             time.sleep(0.1)
-    finally:
-        backend.close()
     return events
 
 
@@ -323,14 +295,10 @@ def test_soft_packet_limit_raises_a_soft_expire_event(pair: Pair) -> None:
 
 
 def install_policies_only(side: Side, peer: Side) -> None:
-    backend = KernelBackend()
-    backend.start(lambda event: None)
-    try:
+    with kernel_backend() as backend:
         for policy in policies(side, peer, reqid=7):
             backend.add_policy(policy)
         backend.install_route(ip_network(peer.inner_net), ip_address(side.inner), 0)
-    finally:
-        backend.close()
 
 
 @pytest.mark.parametrize("pair", [(4, 4)], ids=["ipv4"], indirect=True)
@@ -389,10 +357,8 @@ def install_tagged(
     sas: list[SaSpec],
     if_id: int,
 ) -> None:
-    backend = KernelBackend()
-    backend.start(lambda event: None)
     local, remote = ip_network(local_net), ip_network("10.2.0.0/16")
-    try:
+    with kernel_backend() as backend:
         for sa in sas:
             backend.add_sa(sa)
         for direction, source, destination in (
@@ -405,8 +371,6 @@ def install_tagged(
             )  # fmt: skip
             backend.add_policy(policy)
         backend.install_route(remote, ip_address(me), if_id)
-    finally:
-        backend.close()
 
 
 def diagnose(namespace: str) -> str:
@@ -470,7 +434,7 @@ def test_overlapping_selectors_are_kept_apart_by_xfrm_interfaces() -> None:
             assert " 0% packet loss" in ping.stdout, ping.stdout + diagnose(a)
         # each site's own SA carried its pings, and only those
         for if_id, prefix in ((1, "192.0.2"), (2, "198.51.100")):
-            sent = run_in(a, counters, 0x1000 * if_id, f"{prefix}.2")
+            sent = run_in(a, sa_counters, 0x1000 * if_id, f"{prefix}.2")
             assert sent.packets == 2
     finally:
         for ns in (a, b1, b2):

@@ -23,10 +23,15 @@ from typing import Any
 
 import pytest
 
-from netns import background_in, run_in, sh, udp_receiver, udp_sender
+from netns import (
+    background_in,
+    run_in,
+    sa_counters,
+    sh,
+    udp_receiver,
+    udp_sender,
+)
 from qsgw.daemon import control
-from qsgw.esp.backend import SaCounters
-from qsgw.esp.kernel import KernelBackend
 
 IKE = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
 ESP = "aes256gcm16-esn"
@@ -196,17 +201,6 @@ def gateways() -> Iterator[tuple[Gateway, Gateway]]:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-def counters(spi: int, destination: str) -> SaCounters:
-    from ipaddress import ip_address
-
-    backend = KernelBackend()
-    backend.start(lambda event: None)
-    try:
-        return backend.counters(spi, ip_address(destination))
-    finally:
-        backend.close()
-
-
 def listing(gateway: Gateway) -> str:
     """Every Child SA both the daemon and the kernel know, SPIs only."""
     lines = [f"gateway {gateway.name}:"]
@@ -241,7 +235,7 @@ def test_traffic_crosses_the_kernel_tunnel(
     assert mine["inbound_spi"] == theirs["outbound_spi"]
     assert mine["outbound_spi"] == theirs["inbound_spi"]
     spi = int(mine["outbound_spi"], 16)
-    sent = run_in(a.namespace, counters, spi, OUTER[_outer][1])
+    sent = run_in(a.namespace, sa_counters, spi, OUTER[_outer][1])
     assert sent.packets >= 3, listing(a) + listing(b)
 
 

@@ -16,7 +16,11 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any
+
+from qsgw.esp.backend import BackendEvent, SaCounters
+from qsgw.esp.kernel import KernelBackend
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -169,3 +173,21 @@ def udp_sender(source: str, target: str, port: int, count: int, gap: float) -> i
         s.sendto(n.to_bytes(4, "big") + bytes(200), (target, port))
         time.sleep(gap)
     return count
+
+
+@contextlib.contextmanager
+def kernel_backend(
+    events: Callable[[BackendEvent], None] | None = None,
+) -> Iterator[KernelBackend]:
+    """A started KernelBackend in the current namespace, closed afterwards."""
+    backend = KernelBackend()
+    backend.start(events or (lambda event: None))
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def sa_counters(spi: int, destination: str) -> SaCounters:
+    with kernel_backend() as backend:
+        return backend.counters(spi, ip_address(destination))
