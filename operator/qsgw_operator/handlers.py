@@ -100,6 +100,14 @@ class Operator:
             for key in list(self.selectors):
                 self.queue.add(key)
 
+    def neighbours_changed(self, key: Key) -> None:
+        """A group came, went or changed its selector: the other groups of
+        its namespace may gain or lose tunnels it shares with them (a tunnel
+        goes to the oldest group selecting it)."""
+        for other in self.selectors:
+            if other[0] == key[0] and other != key:
+                self.queue.add(other)
+
     def groups_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Key]:
         return [
             key
@@ -151,9 +159,12 @@ def group_event(
     key = (namespace or "", name)
     if type == "DELETED":
         operator.selectors.pop(key, None)
+        operator.neighbours_changed(key)
         return
-    selector = spec.get("tunnelSelector", {}).get("matchLabels", {})
-    operator.selectors[key] = dict(selector)
+    selector = dict(spec.get("tunnelSelector", {}).get("matchLabels", {}))
+    if operator.selectors.get(key) != selector:
+        operator.neighbours_changed(key)
+    operator.selectors[key] = selector
     operator.queue.add(key)
 
 

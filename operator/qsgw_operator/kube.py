@@ -74,6 +74,17 @@ class ApiKube:
             raise
         return dict(group)
 
+    def list_groups(self, namespace: str) -> list[Obj]:
+        listing: Any = self.custom.list_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "ipsectunnelgroups",
+            _request_timeout=self.timeout,
+        )
+        items: list[Obj] = listing["items"]
+        return items
+
     def list_tunnels(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
         listing: Any = self.custom.list_namespaced_custom_object(
             GROUP,

@@ -39,6 +39,7 @@ class Kube(Protocol):
     """The API calls a pass makes (`qsgw_operator.kube.ApiKube`)."""
 
     def get_group(self, namespace: str, name: str) -> Obj | None: ...
+    def list_groups(self, namespace: str) -> list[Obj]: ...
     def list_tunnels(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]: ...
     def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]: ...
     def get_config_map(self, namespace: str, name: str) -> Obj | None: ...
@@ -63,6 +64,46 @@ class Outcome:
     lost_pods: tuple[str, ...]
     config_too_large: bool = False
     config_size: int = 0
+    claimed: tuple[tuple[str, str], ...] = ()  # (tunnel, the older group)
+
+
+def group_age(group: Obj) -> tuple[str, str]:
+    """Sorts groups oldest first; the name breaks ties of the same second."""
+    meta = group["metadata"]
+    return str(meta.get("creationTimestamp") or ""), str(meta["name"])
+
+
+def _match_labels(group: Obj) -> Mapping[str, str] | None:
+    """A group's tunnel selector, or None for a group that selects nothing
+    (being deleted, or a spec this pass cannot read)."""
+    if group["metadata"].get("deletionTimestamp"):
+        return None
+    selector = (group.get("spec") or {}).get("tunnelSelector")
+    labels = (selector or {}).get("matchLabels", {})
+    return labels if isinstance(labels, dict) else None
+
+
+def claimed_elsewhere(
+    groups: Sequence[Obj], name: str, tunnel_objs: Sequence[Obj]
+) -> dict[str, str]:
+    """Tunnels of `tunnel_objs` that an older group of the namespace selects
+    too, with that group: a tunnel is carried by the oldest group selecting
+    it, never by two (two gateways would both bring it up)."""
+    older = [
+        (g["metadata"]["name"], labels)
+        for g in sorted(groups, key=group_age)
+        if (labels := _match_labels(g)) is not None
+    ]
+    claimed: dict[str, str] = {}
+    for obj in tunnel_objs:
+        tunnel_labels = obj["metadata"].get("labels") or {}
+        for group, labels in older:
+            if group == name:
+                break
+            if all(tunnel_labels.get(k) == v for k, v in labels.items()):
+                claimed[obj["metadata"]["name"]] = group
+                break
+    return claimed
 
 
 def proposal_problem(spec: TunnelSpec) -> str | None:
@@ -117,6 +158,9 @@ def reconcile(kube: Kube, namespace: str, name: str, now: str) -> Outcome | None
     spec = TunnelGroupSpec.model_validate(group["spec"])
 
     tunnel_objs = kube.list_tunnels(namespace, spec.tunnel_selector.match_labels)
+    claimed = claimed_elsewhere(kube.list_groups(namespace), name, tunnel_objs)
+    if claimed:  # the older group writes their statuses
+        tunnel_objs = [o for o in tunnel_objs if o["metadata"]["name"] not in claimed]
     tunnels, invalid = _tunnels(tunnel_objs)
     replicas = render.replicas_wanted(spec, len(tunnels))
     _apply_workload(kube, namespace, name, uid, spec, replicas, tunnels)
@@ -180,6 +224,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: str) -> Outcome | None
         lost,
         too_large,
         size,
+        tuple(sorted(claimed.items())),
     )
     selected = len(tunnel_objs)
     status = _group_status(group, outcome, pods, nodes, placement, selected, now)
@@ -350,6 +395,14 @@ def _degraded(outcome: Outcome, scaling: bool) -> tuple[str, str, str]:
             "True",
             "InvalidTunnels",
             f"{outcome.invalid} tunnel(s) refused; see their status.reason",
+        )
+    if outcome.claimed:
+        return (
+            "True",
+            "OverlappingSelector",
+            f"{len(outcome.claimed)} selected tunnel(s) are carried by older "
+            f"group(s) {', '.join(sorted({group for _, group in outcome.claimed}))}, "
+            "which select them too; make the tunnel selectors disjoint",
         )
     if outcome.unplaced and not scaling:
         return (

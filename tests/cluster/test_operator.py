@@ -345,6 +345,35 @@ def test_kubectl_get_shows_placement_at_a_glance(
     assert f"{GROUP}-gw-" in tunnels
 
 
+def test_a_second_group_selecting_the_same_tunnels_leaves_them_where_they_are(
+    cp: ControlPlane, operator: subprocess.Popen[bytes]
+) -> None:
+    before = placement(cp)
+    overlap = group_object(1)
+    overlap["metadata"]["name"] = "overlap"
+    overlap["spec"]["ha"] = {"backups": 0}
+    result = apply(cp, overlap)
+    assert result.returncode == 0, result.stderr
+
+    def degraded() -> dict[str, Any]:
+        group = cp.get_json("-n", NAMESPACE, "ipsectunnelgroup", "overlap")
+        conditions = group.get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "Degraded"), {})
+
+    wait_until(
+        lambda: degraded().get("reason") == "OverlappingSelector",
+        120,
+        "the younger group to report the overlap",
+        1.0,
+    )
+    assert GROUP in degraded()["message"]
+    listing = cp.get_json("-n", NAMESPACE, "ipsectunnels")
+    assert {t["status"]["group"] for t in listing["items"]} == {GROUP}
+    assert placement(cp) == before
+    cp.kubectl("delete", "-n", NAMESPACE, "ipsectunnelgroup", "overlap")
+    wait_settled(cp, 3)
+
+
 def test_scale_up_3_to_5_moves_few_tunnels_only_onto_new_pods(
     cp: ControlPlane, operator: subprocess.Popen[bytes]
 ) -> None:

@@ -31,6 +31,7 @@ class FakeKube:
         self.status_writes = 0
         self.apply_calls = 0
         self.deleted: list[tuple[str, str]] = []
+        self.created = 0
 
     # --- setting the scene -------------------------------------------------
 
@@ -39,6 +40,12 @@ class FakeKube:
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", f"uid-{meta['name']}")
         meta.setdefault("generation", 1)
+        # one second apart, in the order added: the apiserver's precision
+        self.created += 1
+        minutes, seconds = divmod(self.created, 60)
+        meta.setdefault(
+            "creationTimestamp", f"2026-12-03T17:{minutes:02d}:{seconds:02d}Z"
+        )
         kind = obj["kind"]
         if kind == "IPsecTunnelGroup":
             self.groups[meta["name"]] = obj
@@ -66,6 +73,9 @@ class FakeKube:
     def get_group(self, namespace: str, name: str) -> Obj | None:
         found = self.groups.get(name)
         return copy.deepcopy(found) if found else None
+
+    def list_groups(self, namespace: str) -> list[Obj]:
+        return [copy.deepcopy(g) for g in self.groups.values()]
 
     def list_tunnels(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
         return [

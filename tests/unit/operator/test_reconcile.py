@@ -255,3 +255,57 @@ def test_a_deleted_group_is_left_alone() -> None:
     kube.groups["branches"]["metadata"]["deletionTimestamp"] = NOW
     assert reconcile(kube, "vpn", "branches", NOW) is None
     assert kube.apply_calls == 0
+
+
+def second_group(kube: FakeKube, name: str, pods: int = 2) -> None:
+    """Another group selecting the same tunnels, created after `branches`."""
+    group = json.loads(json.dumps(kube.groups["branches"]))
+    group["metadata"] = {"name": name}
+    group["spec"]["gateway"]["replicas"] = pods
+    kube.add(group)
+    for i in range(pods):
+        kube.add_pod(f"{name}-gw-{i}", name, f"node-{name}-{i}")
+
+
+def connections_of(kube: FakeKube, group: str) -> set[str]:
+    shard = kube.applied.get(("ConfigMap", render.shard_name(group, 0)), {})
+    names: set[str] = set()
+    for text in shard.get("data", {}).values():
+        names |= set(yaml.safe_load(text)["connections"])
+    return names
+
+
+def test_a_tunnel_selected_by_two_groups_is_carried_by_the_older_one_only() -> None:
+    kube = scene(pods=3, tunnels=5)
+    second_group(kube, "backbone")
+    reconcile(kube, "vpn", "backbone", NOW)  # the younger group's pass first
+    reconcile(kube, "vpn", "branches", NOW)
+    reconcile(kube, "vpn", "backbone", LATER)
+
+    assert {t["status"]["group"] for t in kube.tunnels.values()} == {"branches"}
+    assert connections_of(kube, "branches") == set(kube.tunnels)
+    assert connections_of(kube, "backbone") == set()
+    degraded = next(
+        c
+        for c in kube.groups["backbone"]["status"]["conditions"]
+        if c["type"] == "Degraded"
+    )
+    assert degraded["status"] == "True"
+    assert degraded["reason"] == "OverlappingSelector"
+    assert "branches" in degraded["message"]
+    assert condition(kube, "Degraded")["reason"] == "AsExpected"
+
+
+def test_the_younger_group_takes_shared_tunnels_over_when_the_older_one_goes() -> None:
+    kube = scene(pods=3, tunnels=5)
+    second_group(kube, "backbone")
+    reconcile(kube, "vpn", "branches", NOW)
+    reconcile(kube, "vpn", "backbone", NOW)
+    assert connections_of(kube, "backbone") == set()
+    kube.groups["branches"]["metadata"]["deletionTimestamp"] = LATER
+
+    reconcile(kube, "vpn", "backbone", LATER)
+    statuses = [t["status"] for t in kube.tunnels.values()]
+    assert {s["group"] for s in statuses} == {"backbone"}
+    assert {s["activePod"] for s in statuses} <= {"backbone-gw-0", "backbone-gw-1"}
+    assert connections_of(kube, "backbone") == set(kube.tunnels)
