@@ -3,9 +3,17 @@
     . scripts/env.sh   # as root
     python bench/esp_throughput.py [--sizes 1400 512] [--runs 5] [--seconds 5]
                                    [--rate 200M] [--peer strongswan|none]
+                                   [--qsgw daemon|backend]
 
-qsgw: two gateways (tests/netns/topology.py) with static AES-GCM-256 ESN
-SAs and UDP encapsulation. strongSwan 6.1: two charons with kernel-libipsec
+qsgw, `--qsgw daemon` (the default): `qsgw run` in two namespaces (the
+interop harness's site pair, tests/interop/qsgw_configs.py), the Child SA
+negotiated by IKE with AES-GCM-256 and carried by the userspace data plane.
+A source-port NAT on the left site's IKE port 500 (nftables, nothing else
+tracked) makes NAT detection (RFC 7296 §2.23) move both sides to ESP in
+UDP on port 4500, as strongSwan's `encap = yes` does. `--qsgw backend`:
+the data plane alone, two backends driven by tests/netns/topology.py with
+static AES-GCM-256 ESN SAs and UDP encapsulation, each owning its sockets.
+strongSwan 6.1: two charons with kernel-libipsec
 (userspace ESP over TUN, also UDP-encapsulated) from the interop harness
 (tests/interop/peers.py, root filesystem built by scripts/build-peers.sh),
 negotiating aes256gcm16. In both, iperf3 sends UDP at `--rate` from the left
@@ -31,6 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common import Series, print_rows, ratio, use_repository_imports
 
@@ -104,17 +113,108 @@ def gateway_work(tunnel: Tunnel) -> tuple[float, float, int, int]:
     )
 
 
+Work = Callable[[], tuple[float, float, int, int]]
+
+
 @contextmanager
-def qsgw_tunnel(algorithm: str) -> Iterator[tuple[Path_, Tunnel]]:
+def qsgw_tunnel(algorithm: str) -> Iterator[tuple[Path_, Work]]:
+    """Two backends with static SAs (`--qsgw backend`)."""
     tunnel = Tunnel(inner=4, outer=4, encapsulated=True, algorithm=algorithm)
     try:
         tunnel.up()
         tunnel.sa_pair(PAIR.left_to_right, PAIR.right_to_left)
         source, destination = tunnel.inner_addresses
         left, right = tunnel.names
-        yield Path_(left, right, source, destination), tunnel
+        yield Path_(left, right, source, destination), lambda: gateway_work(tunnel)
     finally:
         tunnel.down()
+
+
+ESP_PROPOSALS = {"aesgcm16": "aes256gcm16", "chacha20poly1305": "chacha20poly1305"}
+# the left site looks as if behind a NAT to IKE, and only to IKE: port 500
+# leaves as 1500, nothing else is tracked (no conntrack on the ESP path)
+_IKE_BEHIND_NAT = """
+table ip qsgw_bench {{
+    chain raw_out {{
+        type filter hook output priority raw;
+        udp sport 500 return
+        udp dport 1500 return
+        notrack
+    }}
+    chain raw_in {{
+        type filter hook prerouting priority raw;
+        udp dport 1500 return
+        udp sport 500 return
+        notrack
+    }}
+    chain nat_out {{
+        type nat hook postrouting priority srcnat;
+        udp sport 500 snat to {address}:1500
+    }}
+}}
+"""
+
+
+@contextmanager
+def qsgw_daemon_tunnel(algorithm: str) -> Iterator[tuple[Path_, Work]]:
+    """`qsgw run` on both sites, the Child SA negotiated (`--qsgw daemon`)."""
+    from tests.interop.netns import create_site_pair
+    from tests.interop.qsgw_configs import QsgwGateway, QsgwSecrets, site_to_site
+
+    pair = create_site_pair("qsgw-bench")
+    gateways: list[QsgwGateway] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="qsgw-bench-") as workdir:
+            rules = _IKE_BEHIND_NAT.format(address=pair.left.outer4)
+            subprocess.run(
+                pair.left.namespace.exec_argv(["nft", "-f", "-"]),
+                input=rules, text=True, check=True, capture_output=True,
+            )  # fmt: skip
+            secrets = {"net": QsgwSecrets(os.urandom(32))}
+            proposals = (ESP_PROPOSALS[algorithm],)
+            for name, local, remote in (
+                ("left", pair.left, pair.right),
+                ("right", pair.right, pair.left),
+            ):
+                gateway = QsgwGateway(name, local, Path(workdir) / name)
+                gateway.data_plane = "userspace"
+                connection = site_to_site("net", local, remote, esp_proposals=proposals)
+                gateway.start([connection], secrets)
+                gateways.append(gateway)
+            daemons = [g.daemon for g in gateways if g.daemon is not None]
+            daemons[0].initiate("net", child="net")
+            yield (
+                Path_(
+                    pair.left.namespace.name, pair.right.namespace.name,
+                    pair.left.inner4, pair.right.inner4,
+                ),
+                lambda: daemon_work(daemons[0], daemons[1]),
+            )  # fmt: skip
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        pair.delete()
+
+
+def daemon_work(left: Any, right: Any) -> tuple[float, float, int, int]:
+    """CPU seconds of both daemons, packets the left one protected and the
+    right one verified (their Child SAs' counters from `qsgw sas`)."""
+    return (
+        cpu_seconds(left.process.pid),
+        cpu_seconds(right.process.pid),
+        _child_counter(left.sas(), "packets_out"),
+        _child_counter(right.sas(), "packets_in"),
+    )
+
+
+def _child_counter(value: Any, key: str) -> int:
+    """The sum of `key` over every Child SA in a `qsgw sas --json` answer."""
+    if isinstance(value, dict):
+        own = value.get(key, 0) if isinstance(value.get(key), int) else 0
+        return own + sum(_child_counter(v, key) for k, v in value.items() if k != key)
+    if isinstance(value, list):
+        return sum(_child_counter(v, key) for v in value)
+    return 0
 
 
 # --- strongSwan kernel-libipsec ---------------------------------------------
@@ -172,13 +272,14 @@ def measure(
 ) -> tuple[Results, list[Sample]]:
     qsgw = Results({}, [], [])
     peer: list[Sample] = []
-    with qsgw_tunnel(args.algorithm) as (path, tunnel):
+    tunnel = qsgw_daemon_tunnel if args.qsgw == "daemon" else qsgw_tunnel
+    with tunnel(args.algorithm) as (path, work):
         rounds: list[Callable[[], None]] = []
 
         def qsgw_round() -> None:
-            before = gateway_work(tunnel)
+            before = work()
             sample = iperf(path, size, args.seconds, args.rate)
-            after = gateway_work(tunnel)
+            after = work()
             cpu_l, cpu_r, sent, verified = (
                 b - a for a, b in zip(before, after, strict=True)
             )
@@ -232,6 +333,12 @@ def main() -> None:
     parser.add_argument("--rate", default="200M", help="iperf3 -b (0: unpaced)")
     parser.add_argument("--algorithm", default="aesgcm16")
     parser.add_argument("--peer", choices=["strongswan", "none"], default="strongswan")
+    parser.add_argument(
+        "--qsgw",
+        choices=["daemon", "backend"],
+        default="daemon",
+        help="qsgw run with IKE (default), or the data plane alone with static SAs",
+    )
     args = parser.parse_args()
 
     rows = [[
@@ -241,7 +348,10 @@ def main() -> None:
     for size in args.sizes:
         qsgw, peer = measure(args, size, args.peer == "strongswan")
         rows += report(size, qsgw, peer)
-    print(f"offered {args.rate} bit/s of UDP, median of {args.runs} rounds")
+    print(
+        f"qsgw as {args.qsgw}, offered {args.rate} bit/s of UDP,"
+        f" median of {args.runs} rounds"
+    )
     print_rows(rows)
 
 

@@ -140,6 +140,8 @@ class Driver:
             return asdict(backend.counters(command["spi"], destination))
         elif op == "drops":
             return asdict(backend.drops)
+        elif op == "offloads":
+            return asdict(backend.offloads)
         elif op == "events":
             return self.events
         elif op == "ike":

@@ -215,6 +215,25 @@ def test_unknown_spi_is_dropped_and_counted(tunnel_v4: Tunnel) -> None:
     assert tunnel_v4.right.call("drops")["unknown_spi"] == before + 1
 
 
+@pytest.mark.parametrize("outer", [4, 6], ids=["ipv4", "ipv6"])
+def test_bulk_transfer_leaves_in_gso_runs_and_arrives_in_gro_batches(
+    make_tunnel: TunnelFactory, outer: int
+) -> None:
+    tunnel = make_tunnel(inner=4, outer=outer, encapsulated=True)
+    pair = tunnel.sa_pair(FIRST.left_to_right, FIRST.right_to_left)
+
+    sent, received = _tcp_transfer(tunnel, 4 << 20)
+
+    assert received == {"octets": 4 << 20, "sha256": sent["sha256"]}
+    left, right = tunnel.left.call("offloads"), tunnel.right.call("offloads")
+    assert left["gso_sends"] > 0
+    assert left["gso_packets"] > left["gso_sends"]
+    assert right["gro_receives"] > 0
+    assert right["gro_packets"] > right["gro_receives"]
+    counters = tunnel.inbound_counters(pair)
+    assert counters["integrity_errors"] == counters["replay_errors"] == 0
+
+
 def test_esp_through_the_daemons_port_4500_uses_receive_esp(
     make_tunnel: TunnelFactory,
 ) -> None:

@@ -143,6 +143,22 @@ def test_encapsulated_packet_decapsulates_to_the_same_inner_packet(
     assert (outbound.packets, outbound.octets) == (1, size)
 
 
+@pytest.mark.parametrize("esn", [True, False], ids=["esn", "no-esn"])
+@pytest.mark.parametrize(("name", "bits", "integrity"), SUITES)
+def test_packet_given_as_a_view_into_a_receive_batch_decapsulates(
+    name: str, bits: int, integrity: str, esn: bool
+) -> None:
+    outbound, inbound = _pair(name, bits, integrity, esn=esn)
+    first, second = _ipv4_packet(100), _ipv4_packet(101)
+    sealed = outbound.encapsulate(first, IPPROTO_IPIP)
+    view = memoryview(sealed + outbound.encapsulate(second, IPPROTO_IPIP))
+
+    head, tail = view[: len(sealed)], view[len(sealed) :]
+
+    assert inbound.decapsulate(head) == (IPPROTO_IPIP, memoryview(first))
+    assert inbound.decapsulate(tail) == (IPPROTO_IPIP, memoryview(second))
+
+
 @pytest.mark.parametrize(("name", "bits", "integrity"), SUITES)
 def test_ciphertext_ends_on_the_block_boundary(
     name: str, bits: int, integrity: str

@@ -111,13 +111,14 @@ class CbcHmacEspCipher:
 
         # RFC 3602 §2: P_i = D(C_i) XOR C_(i-1), with C_0 = IV
         decrypted = int.from_bytes(self._blocks.update(ciphertext), "big")
-        chain = int.from_bytes(iv + ciphertext[:-AES_BLOCK_SIZE], "big")
+        # join, not +: the arguments may be memoryviews of a receive buffer
+        chain = int.from_bytes(b"".join((iv, ciphertext[:-AES_BLOCK_SIZE])), "big")
         return (decrypted ^ chain).to_bytes(len(ciphertext), "big")
 
     def _icv(self, iv: bytes, aad: bytes, ciphertext: bytes) -> bytes:
         # RFC 4303 §3.3.2.1: with ESN, Seq-High follows the payload
         if len(aad) == 12:
-            header, seq_high = aad[:4] + aad[8:], aad[4:8]
+            header, seq_high = b"".join((aad[:4], aad[8:])), aad[4:8]
             return self._mac.compute(header, iv, ciphertext, seq_high)
         return self._mac.compute(aad, iv, ciphertext)
 

@@ -128,8 +128,11 @@ def _load(name: str, sender: UdpSender) -> EspBackend:
             raise DataPlaneUnavailable(f"the {name} data plane cannot run: {reason}")
     factory = getattr(module, class_name)
     if name == "userspace":
-        # The shell owns port 4500: ESP in UDP goes out through its sockets;
-        # ESP without NAT goes over the backend's raw IP protocol 50 sockets.
+        # The shell opens port 4500 and hands its sockets over once they are
+        # open (`UdpTransport.hand_esp_in_udp_to`): the backend reads and
+        # sends ESP in UDP on them itself; `sender` stays as the way out for
+        # an SA whose source has no such socket. ESP without NAT goes over
+        # the backend's raw IP protocol 50 sockets.
         backend = factory(udp_port=None, datagram_sender=sender, raw_esp=True)
         return cast(EspBackend, backend)
     return cast(EspBackend, factory())

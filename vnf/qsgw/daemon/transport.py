@@ -9,6 +9,12 @@ IPv4 always arrives on the IPv4 socket.
 RFC 3948 §2.2 and RFC 7296 §2.23: on port 4500 an IKE message follows a
 4-octet zero non-ESP marker, a single 0xFF octet is a NAT keepalive, and
 anything else is ESP for the data plane.
+
+With the userspace data plane the NAT-T sockets are handed over
+(`hand_esp_in_udp_to`): the data plane's threads read them, keep ESP and
+pass every other datagram back with its IP_PKTINFO, which reaches
+`on_datagram` on the loop exactly as if the loop had read it. IKE still
+leaves through `send_ike` here.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any, Protocol, runtime_checkable
 
 from qsgw.ike.config import IPAddress
 
@@ -40,6 +47,7 @@ _MAX_DATAGRAM = 65535
 _RECEIVE_BURST = 64  # datagrams read per wake-up before yielding to the loop
 
 _NO_FAMILY = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+_CHOICES_KEPT = 1024  # sending sockets remembered per (local, IP version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,7 @@ class UdpEndpoint:
     def __init__(self, address: IPAddress, port: int, natt: bool) -> None:
         self.address = address
         self.natt = natt
+        self.handed_over = False  # read by the data plane's thread
         self.wildcard = address.is_unspecified
         self.family = socket.AF_INET if address.version == 4 else socket.AF_INET6
         try:
@@ -179,6 +188,17 @@ def _bind(address: IPAddress, port: int, family: socket.AddressFamily) -> socket
 
 
 DatagramHandler = Callable[["UdpEndpoint", bytes, Endpoint, Endpoint], None]
+OtherHandler = Callable[[bytes, list[tuple[int, int, bytes]], tuple[Any, ...]], None]
+
+
+@runtime_checkable
+class UdpSocketTaker(Protocol):
+    """A data plane that reads ESP in UDP off the daemon's NAT-T sockets
+    itself, on its own threads, and passes back what is not ESP."""
+
+    def adopt_udp_socket(
+        self, sock: socket.socket, address: IPAddress, on_other: OtherHandler
+    ) -> None: ...
 
 
 class UdpTransport:
@@ -196,6 +216,7 @@ class UdpTransport:
         self._on_datagram = on_datagram
         self._loop: asyncio.AbstractEventLoop | None = None
         self.endpoints: list[UdpEndpoint] = []
+        self._chosen: dict[tuple[Endpoint, int], UdpEndpoint | None] = {}
         try:
             for address in addresses:
                 self._open(address)
@@ -229,13 +250,47 @@ class UdpTransport:
 
     def _readable(self, endpoint: UdpEndpoint) -> None:
         for data, local, remote in endpoint.read_burst():
-            try:
-                self._on_datagram(endpoint, data, local, remote)
-            except Exception:
-                logger.exception("failed to handle a datagram from %s", remote[0])
+            self._deliver(endpoint, data, local, remote)
 
     def is_natt_port(self, port: int) -> bool:
         return port == self.natt_port
+
+    def hand_esp_in_udp_to(self, taker: UdpSocketTaker) -> None:
+        """Let a userspace data plane read the NAT-T sockets (call after
+        `start`): the loop stops reading them, and the data plane gets a
+        duplicate of each (they share the socket: IKE still goes out here).
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("start the transport first")
+        for endpoint in self.endpoints:
+            if endpoint.natt and not endpoint.handed_over:
+                loop.remove_reader(endpoint.sock.fileno())
+                endpoint.handed_over = True
+                taker.adopt_udp_socket(
+                    endpoint.sock.dup(), endpoint.address, self._other_handler(endpoint)
+                )
+
+    def _other_handler(self, endpoint: UdpEndpoint) -> OtherHandler:
+        loop = self._loop
+        assert loop is not None
+
+        def on_other(
+            data: bytes, ancillary: list[tuple[int, int, bytes]], peer: tuple[Any, ...]
+        ) -> None:  # on the data plane's thread
+            local = (endpoint._local_address(ancillary), endpoint.port)
+            remote = (ip_address(peer[0].split("%")[0]), int(peer[1]))
+            loop.call_soon_threadsafe(self._deliver, endpoint, data, local, remote)
+
+        return on_other
+
+    def _deliver(
+        self, endpoint: UdpEndpoint, data: bytes, local: Endpoint, remote: Endpoint
+    ) -> None:
+        try:
+            self._on_datagram(endpoint, data, local, remote)
+        except Exception:
+            logger.exception("failed to handle a datagram from %s", remote[0])
 
     def hand_esp_in_udp_to_kernel(self) -> None:
         """Let the kernel take ESP-in-UDP off the NAT-T sockets (RFC 3948).
@@ -266,6 +321,20 @@ class UdpTransport:
             endpoint.send(packet, local[0], remote)
 
     def _endpoint_for(self, local: Endpoint, remote: IPAddress) -> UdpEndpoint | None:
+        key = (local, remote.version)
+        try:
+            return self._chosen[key]
+        except KeyError:
+            pass
+        chosen = self._choose_endpoint(local, remote)
+        if len(self._chosen) >= _CHOICES_KEPT:
+            self._chosen.clear()
+        self._chosen[key] = chosen
+        return chosen
+
+    def _choose_endpoint(
+        self, local: Endpoint, remote: IPAddress
+    ) -> UdpEndpoint | None:
         natt = local[1] == self.natt_port
         candidates = [
             e
@@ -279,7 +348,8 @@ class UdpTransport:
 
     def close(self) -> None:
         for endpoint in self.endpoints:
-            if self._loop is not None:
+            if self._loop is not None and not endpoint.handed_over:
                 self._loop.remove_reader(endpoint.sock.fileno())
             endpoint.close()
         self.endpoints = []
+        self._chosen.clear()

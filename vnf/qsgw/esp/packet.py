@@ -22,6 +22,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from qsgw.crypto.api import EspCipher, IntegrityError, Random
 
@@ -36,11 +37,13 @@ _HEADER = struct.Struct(">II")
 _ESN_AAD = struct.Struct(">III")
 _IV64 = struct.Struct(">Q")
 _pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
 _pack_esn_aad = _ESN_AAD.pack
 _pack_iv64 = _IV64.pack
 _LOW32 = 0xFFFFFFFF
 _HIGH32 = _LOW32 << 32
 _PADDING = bytes(range(1, 256))
+_PADDINGS = tuple(_PADDING[:n] for n in range(256))  # by Pad Length
 
 
 class EspError(Exception):
@@ -398,18 +401,20 @@ class InboundSa:
         """Inner packet octets protected or verified so far."""
         return self._volume.bytes
 
-    def decapsulate(self, packet: bytes) -> tuple[int, memoryview]:
+    def decapsulate(self, packet: bytes | memoryview) -> tuple[int, memoryview]:
         """(Next Header, inner packet) of a verified ESP packet; raises
         ReplayedPacket, IntegrityFailed or MalformedPacket, and counts it.
 
         One function on purpose: this is the receive hot path, and each
-        Python call costs about as much as the AEAD itself."""
+        Python call costs about as much as the AEAD itself. `packet` may be
+        a view into a larger receive buffer (a GRO batch): the ciphers take
+        any buffer, and nothing here copies it."""
         if len(packet) < self._min_size:
             self.malformed += 1
             raise MalformedPacket("ESP packet too short")
 
         # RFC 4303 §3.4.3: the cheap replay check comes before the ICV
-        low = int.from_bytes(packet[4:8])
+        low = _unpack_header(packet)[1]
         window = self.window
         top = window.top
         if not self.esn:
@@ -424,12 +429,13 @@ class InboundSa:
             raise ReplayedPacket("replayed or too old")
 
         offset = self._seal_offset
+        data = cast(bytes, packet)  # a buffer, as the cipher takes it
         if self.esn:
             aad = _pack_esn_aad(self.spi, sequence >> 32, low)
         else:
-            aad = packet[:ESP_HEADER_SIZE]
+            aad = data[:ESP_HEADER_SIZE]
         try:
-            plaintext = self._open(packet[ESP_HEADER_SIZE:offset], aad, packet[offset:])
+            plaintext = self._open(data[ESP_HEADER_SIZE:offset], aad, data[offset:])
         except IntegrityError:
             self.integrity_errors += 1
             raise IntegrityFailed("integrity check failed") from None
@@ -441,7 +447,9 @@ class InboundSa:
         # RFC 4303 §2.4: the receiver inspects the default padding
         pad_length = plaintext[-2]
         end = len(plaintext) - 2 - pad_length
-        if pad_length and (end < 0 or plaintext[end:-2] != _PADDING[:pad_length]):
+        if pad_length and (
+            end < 0 or not plaintext.startswith(_PADDINGS[pad_length], end)
+        ):
             self.malformed += 1
             raise MalformedPacket("bad ESP padding")
 

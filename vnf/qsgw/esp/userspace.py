@@ -11,14 +11,17 @@ flag), and one checks time-based lifetimes. Each SA is verified on one
 path only (its outer address family, UDP or raw), so that no two threads
 move its anti-replay window at once.
 
-Per packet, Python costs about 2–3 µs to send and 4 µs to receive on
-this project's machine, and the kernel (TUN read or write, the UDP send)
-about as much again: one core carries roughly 150 kpps out or 110 kpps
-in. The hot paths are written for that: bound methods in locals, no
-exception per wake-up, and `OutboundSa.encapsulate` / `InboundSa.decapsulate`
-as single functions.
+Per packet, Python costs about 2 µs to send and 3 µs to receive on this
+project's machine, and the kernel (TUN read or write, the UDP path) about
+as much again. The hot paths are written for that: bound methods in
+locals, no exception per wake-up, `OutboundSa.encapsulate` /
+`InboundSa.decapsulate` as single functions, and the kernel's UDP offloads
+(`qsgw.esp.udp`): the TUN thread drains every packet waiting and sends
+each run of equal-length ESP packets of one SA in one UDP GSO `sendmsg`;
+the receive threads read UDP GRO batches and verify their datagrams one
+by one (one that fails never takes the others with it).
 
-Port 4500 is shared with IKE. Two ways to set the backend up:
+Port 4500 is shared with IKE. Three ways to set the backend up:
 
 - It owns the sockets (`udp_port=4500`, the default). Datagrams that start
   with the 4-octet non-ESP marker are IKE: the marker is stripped and the
@@ -26,11 +29,19 @@ Port 4500 is shared with IKE. Two ways to set the backend up:
   0xFF NAT keepalives are dropped (RFC 3948 §2.2, §2.3). The daemon then
   sends IKE with `send_ike(message, source, destination)`, which adds the
   marker.
-- The daemon owns them (`udp_port=None` and `datagram_sender` given). It
-  demultiplexes by the non-ESP marker itself and passes every ESP-in-UDP
-  datagram to `receive_esp(datagram, source, destination)`; outbound ESP
-  in UDP goes out through `datagram_sender(datagram, source, destination)`
-  with `(address, port)` tuples.
+- The daemon opens them and hands them over (`udp_port=None`, then
+  `adopt_udp_socket(sock, address, on_other)` per socket, before or after
+  `start`): the backend reads and sends ESP on them from its own threads
+  as on its own sockets, with IP_PKTINFO to send from the SA's address on
+  a wildcard socket, and passes every datagram that is not ESP or a NAT
+  keepalive to `on_other(datagram, ancillary, peer)`. This is what
+  `qsgw run` does.
+- The daemon owns them and reads them itself (`udp_port=None` and
+  `datagram_sender` given). It demultiplexes by the non-ESP marker and
+  passes every ESP-in-UDP datagram to `receive_esp(datagram, source,
+  destination)`; outbound ESP in UDP goes out through
+  `datagram_sender(datagram, source, destination)` with `(address, port)`
+  tuples. Slower: one Python call chain per packet on the caller's side.
 
 `tun_fd` hands the backend an open packet descriptor instead of a TUN
 device it creates itself (tests give it one end of a SOCK_SEQPACKET socket
@@ -89,10 +100,25 @@ from qsgw.esp.packet import (
 )
 from qsgw.esp.selectors import CompiledPolicy, most_specific, parse_inner
 from qsgw.esp.tun import open_tun
+from qsgw.esp.udp import (
+    ANCILLARY_SIZE,
+    MAX_BATCH_OCTETS,
+    MAX_SEGMENTS,
+    Ancillary,
+    EspUdpSocket,
+    OtherHandler,
+    Peer,
+    Send,
+    SendSegments,
+    pick,
+    segment_size,
+    segments,
+)
 
 log = logging.getLogger(__name__)
 
 Endpoint = tuple[str, int]
+_Source = EspUdpSocket | socket.socket  # what an ingress thread reads
 DatagramSender = Callable[[bytes, Endpoint, Endpoint], None]
 IkeReceiver = Callable[[bytes, Endpoint, Endpoint], None]
 
@@ -112,7 +138,6 @@ _SPI = struct.Struct(">I")
 _TIMEVAL = struct.Struct("@ll")  # struct timeval
 _SEND_TIMEOUT_US = 10_000
 _FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "v4", socket.AF_INET6: "v6"}
-_KIND_NAMES: dict[int, str] = {socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "raw"}
 _UNKNOWN = CompiledPolicy.of(
     PolicySpec(
         Direction.OUTBOUND,
@@ -144,11 +169,21 @@ class DropCounters:
 
 
 @dataclass(slots=True)
+class OffloadCounters:
+    """UDP GSO sends and GRO receives that carried more than one packet."""
+
+    gso_sends: int = 0
+    gso_packets: int = 0
+    gro_receives: int = 0
+    gro_packets: int = 0
+
+
+@dataclass(slots=True)
 class _Outbound:
     spec: SaSpec
     sa: OutboundSa
-    sendto: Callable[[bytes, Endpoint], object]
-    target: Endpoint
+    send: Send
+    send_segments: SendSegments | None  # None: one packet per send only
     created: float
     soft_fired: bool = False
 
@@ -203,8 +238,6 @@ class UserspaceBackend:
         clock: Callable[[], float] = time.monotonic,
         exhaustion_margin: int = 2**24,
     ) -> None:
-        if udp_port is None and datagram_sender is None and not raw_esp:
-            raise ValueError("no way to send ESP: give a port, a sender or raw_esp")
         self._tun_name = tun_name
         self._given_tun = tun_fd
         self._mtu = mtu
@@ -217,9 +250,12 @@ class UserspaceBackend:
         self._exhaustion_margin = exhaustion_margin
 
         self.drops = DropCounters()
+        self.offloads = OffloadCounters()
         self._events: BackendEventSink = _ignore_event
         self._tun = -1
         self._sockets: dict[tuple[int, int], socket.socket] = {}
+        self._udp: list[EspUdpSocket] = []  # owned or handed over, ESP in UDP
+        self._started = False
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._control = threading.Lock()
@@ -255,10 +291,41 @@ class UserspaceBackend:
         self._open_sockets()
         self._spawn(self._egress_loop, "esp-egress")
         for (family, kind), sock in self._sockets.items():
-            name = f"esp-ingress-{_FAMILY_NAMES[family]}-{_KIND_NAMES[kind]}"
-            self._spawn(self._ingress_loop, name, sock, family, kind)
+            if kind == socket.SOCK_RAW:
+                name = f"esp-ingress-{_FAMILY_NAMES[family]}-raw"
+                self._spawn(self._ingress_loop, name, self._drain_raw, sock, family)
+        with self._control:
+            self._started = True
+            for udp in self._udp:
+                self._spawn_udp(udp)
         self._spawn(self._lifetime_loop, "esp-lifetimes")
         log.info("userspace ESP backend started on %s", self._tun_name)
+
+    def adopt_udp_socket(
+        self, sock: socket.socket, address: IPAddress, on_other: OtherHandler
+    ) -> None:
+        """Read and send ESP in UDP on a socket the daemon opened (its own
+        port 4500, bound to `address`), from this backend's threads.
+
+        The backend owns `sock` from now on (hand it a `dup`) and makes it
+        blocking with timeouts. Each datagram that is not ESP (IKE behind
+        the non-ESP marker, NAT keepalives, runts) goes to
+        `on_other(datagram, ancillary, peer)` on the receiving thread, with
+        the control messages (IP_PKTINFO) of the receive."""
+        _enlarge_buffers(sock)
+        _set_timeouts(sock)
+        udp = EspUdpSocket(sock, address, on_other, source_info=True)
+        with self._control:
+            self._udp.append(udp)
+            if self._started:
+                self._spawn_udp(udp)
+            # SAs installed before the socket came use it from now on
+            for entry in self._outbound.values():
+                entry.send, entry.send_segments = self._sender(entry.spec)
+
+    def _spawn_udp(self, udp: EspUdpSocket) -> None:
+        name = f"esp-ingress-{_FAMILY_NAMES[udp.family]}-udp"
+        self._spawn(self._ingress_loop, name, self._drain_udp, udp, udp.family)
 
     def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
         thread = threading.Thread(target=target, name=name, args=args, daemon=True)
@@ -273,6 +340,10 @@ class UserspaceBackend:
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
+        for udp in self._udp:
+            udp.close()
+        self._udp.clear()
+        self._started = False
         if self._tun >= 0 and self._given_tun is None:
             os.close(self._tun)
         self._tun = -1
@@ -299,6 +370,22 @@ class UserspaceBackend:
         for sock in self._sockets.values():
             _enlarge_buffers(sock)
             _set_timeouts(sock)
+        for (owned_family, kind), sock in self._sockets.items():
+            if kind == socket.SOCK_DGRAM:
+                wildcard = (
+                    IPv4Address(0) if owned_family == socket.AF_INET else IPv6Address(0)
+                )
+                handler = self._owned_handler(sock)
+                self._udp.append(
+                    EspUdpSocket(sock, wildcard, handler, source_info=False)
+                )
+
+    def _owned_handler(self, sock: socket.socket) -> OtherHandler:
+        def on_other(datagram: bytes, ancillary: Ancillary, peer: Peer) -> None:
+            del ancillary
+            self._not_esp(datagram, (peer[0], peer[1]), sock)
+
+        return on_other
 
     # SAs
 
@@ -396,8 +483,8 @@ class UserspaceBackend:
                 exhaustion_margin=self._exhaustion_margin,
             )
             created, soft_fired = self._clock(), False
-        sendto, target = self._sender(spec)
-        entry = _Outbound(spec, sa, sendto, target, created, soft_fired)
+        send, send_segments = self._sender(spec)
+        entry = _Outbound(spec, sa, send, send_segments, created, soft_fired)
         self._outbound[(spec.spi, spec.destination)] = entry
         # make-before-break: the newest SA of a policy carries its traffic;
         # an update leaves the choice as it was
@@ -416,9 +503,9 @@ class UserspaceBackend:
         else:
             del self._current[reqid]
 
-    def _sender(
-        self, spec: SaSpec
-    ) -> tuple[Callable[[bytes, Endpoint], object], Endpoint]:
+    def _sender(self, spec: SaSpec) -> tuple[Send, SendSegments | None]:
+        """How the SA's packets leave, decided once: addresses and control
+        messages are built here, not per packet."""
         destination = str(spec.destination)
         family = _family(spec.destination)
         encapsulation = spec.encapsulation
@@ -426,14 +513,21 @@ class UserspaceBackend:
             sock = self._sockets.get((family, socket.SOCK_RAW))
             if sock is None:
                 raise ValueError("raw ESP needs raw_esp=True")
-            return sock.sendto, (destination, 0)
+            return _send_to(sock, (destination, 0)), None
 
         target = (destination, encapsulation.destination_port)
+        udp = pick(self._udp, spec.source, encapsulation.source_port)
+        if udp is not None:
+            return udp.sender(spec.source, target)
         if self._datagram_sender is None:
-            return self._sockets[(family, socket.SOCK_DGRAM)].sendto, target
+            raise ValueError(f"no UDP socket for ESP from {spec.source}")
         source = (str(spec.source), encapsulation.source_port)
-        send = self._datagram_sender
-        return (lambda packet, target: send(packet, source, target)), target
+        datagram_sender = self._datagram_sender
+
+        def send(packet: bytes) -> None:
+            datagram_sender(packet, source, target)
+
+        return send, None
 
     # policies and routes
 
@@ -504,20 +598,47 @@ class UserspaceBackend:
         # a non-blocking FileIO returns None once drained, where os.read
         # would raise: no exception per wake-up
         read = io.FileIO(self._tun, "r", closefd=False).read
-        size, send, stopped = self._mtu + 64, self._send_inner, self._stop.is_set
+        size, stopped = self._mtu + 64, self._stop.is_set
         while not stopped():
             if not poller.poll(_POLL_MS):
                 continue
             try:
-                inner = read(size)
-                while inner:
-                    send(inner)
-                    inner = read(size)
+                self._drain_tun(read, size)
             except Exception:  # a bug must not stop the data plane
                 self.drops.internal_errors += 1
                 log.exception("outbound packet processing failed")
 
-    def _send_inner(self, inner: bytes) -> None:
+    def _drain_tun(self, read: Callable[[int], bytes | None], size: int) -> None:
+        """Protect every packet waiting on the TUN device. A run of ESP
+        packets of one SA and one length (the last may be shorter) leaves
+        in one UDP GSO send; one TUN read per packet remains."""
+        protect, flush = self._protect, self._flush
+        run: list[bytes] = []
+        owner: _Outbound | None = None
+        segment = limit = 0
+        inner = read(size)
+        while inner:
+            protected = protect(inner)
+            inner = read(size)
+            if protected is None:
+                continue
+            entry, packet = protected
+            length = len(packet)
+            if entry is owner and length <= segment and len(run) < limit:
+                run.append(packet)
+                if length < segment:  # a shorter packet ends a run
+                    flush(entry, run, segment)
+                    run, owner = [], None
+                continue
+            if owner is not None:
+                flush(owner, run, segment)
+            run, owner, segment = [packet], entry, length
+            limit = _run_limit(length) if entry.send_segments else 1
+        if owner is not None:
+            flush(owner, run, segment)
+
+    def _protect(self, inner: bytes) -> tuple[_Outbound, bytes] | None:
+        """The SA and ESP packet for an inner packet, or None (a drop)."""
         version = inner[0] >> 4
         if version == 4:
             destination = inner[16:20]
@@ -525,25 +646,37 @@ class UserspaceBackend:
             destination = inner[24:40]
         else:
             self.drops.malformed += 1
-            return
+            return None
         cache = self._route_cache
         policy = cache.get(destination, _UNKNOWN)
         if policy is _UNKNOWN or (policy is not None and not policy.any_protocol):
             policy = self._lookup_policy(inner, destination)
         if policy is None:
             self.drops.no_policy += 1
-            return
+            return None
         entry = self._current.get(policy.spec.reqid)
         if entry is None:
             self._acquire(policy)
-            return
+            return None
         try:
-            packet = entry.sa.encapsulate(inner, _NEXT_HEADER[version])
-            entry.sendto(packet, entry.target)
+            return entry, entry.sa.encapsulate(inner, _NEXT_HEADER[version])
         except SequenceExhausted:
             self.drops.sequence_exhausted += 1
-        except OSError:
-            self.drops.send_errors += 1
+            return None
+
+    def _flush(self, entry: _Outbound, run: list[bytes], segment: int) -> None:
+        send_segments = entry.send_segments
+        try:
+            if len(run) > 1 and send_segments is not None:
+                if send_segments(run, segment):
+                    offloads = self.offloads
+                    offloads.gso_sends += 1
+                    offloads.gso_packets += len(run)
+            else:
+                for packet in run:
+                    entry.send(packet)
+        except OSError:  # a full send buffer (SO_SNDTIMEO), no route, ...
+            self.drops.send_errors += len(run)
 
     def _lookup_policy(self, inner: bytes, destination: bytes) -> CompiledPolicy | None:
         header = parse_inner(inner)
@@ -573,17 +706,15 @@ class UserspaceBackend:
 
     # network -> TUN
 
-    def _ingress_loop(self, sock: socket.socket, family: int, kind: int) -> None:
+    def _ingress_loop(
+        self, drain: Callable[[_Source, int], None], source: _Source, family: int
+    ) -> None:
         """One thread per socket, blocked in the kernel's receive: one
-        system call per packet, and none that fails while packets flow."""
-        raw = kind == socket.SOCK_RAW
-        path = _path(family, not raw)
+        system call per packet (or per GRO batch), and none that fails
+        while packets flow."""
         while not self._stop.is_set():
             try:
-                if raw:
-                    self._drain_raw(sock, family, path)
-                else:
-                    self._drain_udp(sock, path)
+                drain(source, family)
             except BlockingIOError:
                 pass  # the receive timeout: time to look at the stop flag
             except OSError:
@@ -595,19 +726,56 @@ class UserspaceBackend:
                 self.drops.internal_errors += 1
                 log.exception("inbound packet processing failed")
 
-    def _drain_udp(self, sock: socket.socket, path: int) -> None:
-        receive, receive_esp = sock.recvfrom, self._receive_esp
-        stopped, marker = self._stop.is_set, NON_ESP_MARKER
+    def _drain_udp(self, udp: _Source, family: int) -> None:
+        assert isinstance(udp, EspUdpSocket)
+        receive, receive_esp = udp.sock.recvmsg, self._receive_esp
+        stopped, marker, path = self._stop.is_set, NON_ESP_MARKER, _path(family, True)
         while not stopped():
-            datagram, source = receive(_RECEIVE_SIZE)
-            if len(datagram) < 8 or datagram.startswith(marker):
-                self._not_esp(datagram, source, sock)
+            data, ancillary, _flags, peer = receive(_RECEIVE_SIZE, ANCILLARY_SIZE)
+            size = segment_size(ancillary, len(data)) if ancillary else len(data)
+            if size < len(data):
+                self._receive_batch(udp, data, size, ancillary, peer)
+            elif len(data) < 8 or data.startswith(marker):
+                self._other(udp, data, ancillary, peer)
             else:
-                receive_esp(datagram, path)
+                receive_esp(data, path)
 
-    def _drain_raw(self, sock: socket.socket, family: int, path: int) -> None:
+    def _receive_batch(
+        self,
+        udp: EspUdpSocket,
+        data: bytes,
+        size: int,
+        ancillary: Ancillary,
+        peer: Peer,
+    ) -> None:
+        """The datagrams of one GRO receive: one that fails never takes
+        the others with it."""
+        path, marker = _path(udp.family, True), NON_ESP_MARKER
+        offloads = self.offloads
+        offloads.gro_receives += 1
+        offloads.gro_packets += -(-len(data) // size)
+        for datagram in segments(data, size):
+            try:
+                if len(datagram) < 8 or datagram[:4] == marker:
+                    self._other(udp, bytes(datagram), ancillary, peer)
+                else:
+                    self._receive_esp(datagram, path)
+            except Exception:  # a bug must not stop the data plane
+                self.drops.internal_errors += 1
+                log.exception("inbound packet processing failed")
+
+    def _other(
+        self, udp: EspUdpSocket, datagram: bytes, ancillary: Ancillary, peer: Peer
+    ) -> None:
+        if datagram == NAT_KEEPALIVE:
+            self.drops.nat_keepalives += 1
+        else:
+            udp.on_other(datagram, ancillary, peer)
+
+    def _drain_raw(self, sock: _Source, family: int) -> None:
+        assert isinstance(sock, socket.socket)
         receive, receive_esp = sock.recv, self._receive_esp
-        stopped = self._stop.is_set
+        stopped, path = self._stop.is_set, _path(family, False)
         while not stopped():
             packet = receive(_RECEIVE_SIZE)
             if family == socket.AF_INET:
@@ -627,7 +795,7 @@ class UserspaceBackend:
         local: Endpoint = sock.getsockname()[:2]
         self._ike_receiver(datagram[4:], (source[0], source[1]), local)
 
-    def _receive_esp(self, packet: bytes, path: int) -> None:
+    def _receive_esp(self, packet: bytes | memoryview, path: int) -> None:
         if len(packet) < 8:
             self.drops.malformed += 1
             return
@@ -706,6 +874,20 @@ class UserspaceBackend:
         outbound = self._outbound.get((spec.spi, spec.destination))
         if outbound is not None:
             outbound.soft_fired = True
+
+
+def _run_limit(segment: int) -> int:
+    """How many ESP packets of `segment` octets one GSO send may carry."""
+    return max(1, min(MAX_SEGMENTS, MAX_BATCH_OCTETS // segment))
+
+
+def _send_to(sock: socket.socket, target: tuple[str, int]) -> Send:
+    sendto = sock.sendto
+
+    def send(packet: bytes) -> object:
+        return sendto(packet, target)
+
+    return send
 
 
 def _enlarge_buffers(sock: socket.socket) -> None:
