@@ -12,7 +12,9 @@ import time
 import urllib.request
 from typing import Any
 
-from .conftest import WAIT, Pair
+from qsgw.daemon.control import MAX_REQUEST
+
+from .conftest import WAIT, Pair, connection
 
 
 def established(sas: list[dict[str, Any]]) -> bool:
@@ -53,6 +55,67 @@ def test_psk_initiate_brings_up_matching_ike_and_child_sa(pair: Pair) -> None:
     assert a["ppk"] is False
     assert a["algorithms"]["ke"] == "x25519" and "ke1" not in a["algorithms"]
     assert (a["local_id"], a["remote_id"]) == ("a0.example.org", "b0.example.org")
+
+
+def configure_two_children(pair: Pair, *, b_knows_db: bool = True) -> None:
+    """`site` with children `net` and `db` on a; b has `db` only if asked."""
+    port = pair.a.port
+    a_ids = ("a0.example.org", "b0.example.org")
+    b_ids = ("b0.example.org", "a0.example.org")
+    nets = ("10.0.1.0/24", "10.0.2.0/24")
+    a_conn = connection("127.0.0.1", "127.0.0.2", port, *a_ids, *nets, hybrid=False)
+    b_conn = connection(
+        "127.0.0.2", "127.0.0.1", port, *b_ids, *reversed(nets), hybrid=False
+    )
+    db = {"local_ts": ["10.5.1.0/24"], "remote_ts": ["10.5.2.0/24"]}
+    a_conn["children"]["db"] = {**a_conn["children"]["net"], **db}
+    if b_knows_db:
+        reverse = {"local_ts": db["remote_ts"], "remote_ts": db["local_ts"]}
+        b_conn["children"]["db"] = {**b_conn["children"]["net"], **reverse}
+    pair.a.write_config({"site": a_conn})
+    pair.b.write_config({"site": b_conn})
+
+
+def two_children(sas: list[dict[str, Any]]) -> bool:
+    return any(len(sa["children"]) == 2 for sa in sas)
+
+
+def child_names(sa: dict[str, Any]) -> list[str]:
+    return sorted(child["name"] for child in sa["children"])
+
+
+def test_initiate_of_another_child_reuses_the_established_ike_sa(
+    pair: Pair,
+) -> None:
+    configure_two_children(pair)
+    pair.start()
+
+    first = pair.a.cli("initiate", "--conn", "site", "--child", "net")
+    second = pair.a.cli("initiate", "--conn", "site", "--child", "db")
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "Child SA db" in second.stdout and "established" in second.stdout
+    # one IKE SA on each side, carrying both Child SAs (CREATE_CHILD_SA)
+    a = only(pair.a.wait_for(two_children, "Child SA db on a"))
+    b = only(pair.b.wait_for(two_children, "Child SA db on b"))
+    assert child_names(a) == child_names(b) == ["db", "net"]
+    assert (a["spi_i"], a["spi_r"]) == (b["spi_i"], b["spi_r"])
+
+
+def test_initiate_of_a_child_the_peer_refuses_fails_and_keeps_the_ike_sa(
+    pair: Pair,
+) -> None:
+    configure_two_children(pair, b_knows_db=False)
+    pair.start()
+    pair.a.cli("initiate", "--conn", "site", "--child", "net")
+
+    refused = pair.a.cli("initiate", "--conn", "site", "--child", "db")
+
+    assert refused.returncode != 0
+    assert "Child SA db" in refused.stderr and "failed" in refused.stderr
+    a = only(pair.a.sas())
+    assert a["state"] == "ESTABLISHED" and child_names(a) == ["net"]
 
 
 def test_hybrid_mlkem_ppk_comes_up_on_start_action(pair: Pair) -> None:
@@ -255,6 +318,25 @@ def test_control_socket_is_private_and_answers_bad_requests(pair: Pair) -> None:
         "error": "a request is one line of JSON",
     }
     assert json.loads(answers[1]) == {"ok": False, "error": "unknown command 'fly'"}
+
+
+def test_control_socket_drops_a_too_long_request_and_keeps_serving(
+    pair: Pair,
+) -> None:
+    pair.configure(hybrid=False)
+    pair.a.start()
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(WAIT)
+        client.connect(str(pair.a.socket))
+        client.sendall(b'{"command": "sas", "pad": "' + b"x" * MAX_REQUEST)
+        try:
+            answer = client.recv(4096)
+        except ConnectionResetError:  # closed with our octets unread
+            answer = b""
+
+    assert answer == b""
+    assert pair.a.sas() == []
 
 
 def test_second_daemon_on_the_same_socket_refuses_to_start(pair: Pair) -> None:

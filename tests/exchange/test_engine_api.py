@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from ike_peers import (
     ADDRESS_I,
     NAT_PORT_BASE,
@@ -98,6 +99,49 @@ def test_acquire_creates_another_child_sa_over_the_existing_ike_sa() -> None:
     (sa,) = link.r.engine.ike_sas()
     assert sorted(c.name for c in sa.children) == ["db", "net"]
     assert len(link.i.engine.ike_sas()) == 1
+
+
+def test_create_child_is_pending_until_create_child_sa_completes() -> None:
+    link, name = _two_children()
+    (ike,) = link.i.engine.ike_sas()
+    child_sa = link.i.engine.create_child(ike.unique_id, name, link.now)
+    assert link.i.engine.child_pending(ike.unique_id, child_sa)
+    # CREATE_CHILD_SA { SA, Ni, TSi, TSr } --> <-- { SA, Nr, TSi, TSr }
+    assert link.run() == 2
+
+    assert not link.i.engine.child_pending(ike.unique_id, child_sa)
+    *_, last = link.i.of(ChildSaEstablished)
+    assert isinstance(last, ChildSaEstablished)
+    assert (last.child_sa, last.child) == (child_sa, name)
+    assert len(link.i.engine.ike_sas()) == 1
+
+
+def test_create_child_refused_by_the_peer_is_no_longer_pending() -> None:
+    # no child of the responder covers these selectors: TS_UNACCEPTABLE
+    second = child("db", local=("10.9.0.0/24",), remote=("10.8.0.0/24",))
+    link = Link(
+        connection(initiator=True, children=(child(), second)),
+        connection(
+            initiator=False,
+            children=(child(local=("10.2.0.0/16",), remote=("10.1.0.0/16",)),),
+        ),
+    )
+    link.initiate()
+    link.run()
+    (ike,) = link.i.engine.ike_sas()
+    child_sa = link.i.engine.create_child(ike.unique_id, "db", link.now)
+    link.run()
+
+    assert not link.i.engine.child_pending(ike.unique_id, child_sa)
+    (sa,) = link.i.engine.ike_sas()
+    assert [c.name for c in sa.children] == ["net"]
+
+
+def test_create_child_needs_an_established_ike_sa() -> None:
+    link = Link(connection(initiator=True), connection(initiator=False))
+    ike_sa = link.i.engine.initiate("site", link.now)
+    with pytest.raises(ValueError, match="not established"):
+        link.i.engine.create_child(ike_sa, "net", link.now)
 
 
 def test_acquire_without_ike_sa_initiates_one_with_that_child() -> None:

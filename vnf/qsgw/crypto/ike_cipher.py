@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from qsgw.crypto.api import (
     CryptoError,
@@ -37,6 +37,7 @@ SALT_SIZE = 4  # RFC 5282 §7.1, RFC 7634 §2
 AEAD_IV_SIZE = 8  # RFC 5282 §3.1, RFC 7634 §2
 AES_BLOCK_SIZE = 16
 
+_FULL_TAG = 16
 _GCM_ICV_SIZES = {ENCR_AES_GCM_8: 8, ENCR_AES_GCM_12: 12, ENCR_AES_GCM_16: 16}
 _AES_KEY_BITS = (128, 192, 256)
 
@@ -55,6 +56,8 @@ class AesGcmIkeCipher:
         self, sk_e: bytes, sk_a: bytes, iv: bytes, aad: bytes, plaintext: bytes
     ) -> bytes:
         key, nonce = _split_aead_key(sk_e, iv, self.encryption_key_size)
+        if self.icv_size == _FULL_TAG:  # one call instead of a context
+            return AESGCM(key).encrypt(nonce, plaintext, aad)
         encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
         encryptor.authenticate_additional_data(aad)
         ciphertext = encryptor.update(plaintext) + encryptor.finalize()
@@ -68,6 +71,11 @@ class AesGcmIkeCipher:
         split = len(sealed) - self.icv_size
         if split < 0:
             raise IntegrityError(INTEGRITY_FAILED)
+        if self.icv_size == _FULL_TAG:
+            try:
+                return AESGCM(key).decrypt(nonce, sealed, aad)
+            except InvalidTag:
+                raise IntegrityError(INTEGRITY_FAILED) from None
 
         mode = modes.GCM(nonce, sealed[split:], min_tag_length=self.icv_size)
         decryptor = Cipher(algorithms.AES(key), mode).decryptor()

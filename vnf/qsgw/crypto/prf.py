@@ -33,10 +33,17 @@ class HmacPrf:
         if iterations > PRF_PLUS_MAX_ITERATIONS:
             raise CryptoError("prf+ cannot produce that many octets")
 
+        if iterations == 1:
+            return self(key, seed + b"\x01")[:length]
+
+        # one keyed HMAC state, copied per block: the key is set up once
+        keyed = hmac.new(key, digestmod=self.hash_name)
         stream = bytearray()
         block = b""
         for counter in range(1, iterations + 1):
-            block = self(key, block + seed + bytes((counter,)))
+            step = keyed.copy()
+            step.update(block + seed + bytes((counter,)))
+            block = step.digest()
             stream += block
         return bytes(stream[:length])
 

@@ -103,7 +103,11 @@ def _add_operations(commands: Any) -> None:
     reload.set_defaults(handler=_simple("reload"))
     initiate = commands.add_parser("initiate", help="bring up a connection")
     initiate.add_argument("--conn", required=True)
-    initiate.add_argument("--child")
+    initiate.add_argument(
+        "--child",
+        help="the Child SA to bring up; over the connection's IKE SA"
+        " (CREATE_CHILD_SA) when one is established",
+    )
     _add_wait(initiate)
     initiate.set_defaults(handler=_initiate)
     terminate = commands.add_parser("terminate", help="delete IKE SAs")

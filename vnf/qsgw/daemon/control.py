@@ -14,9 +14,10 @@ import json
 import logging
 import os
 import socket
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from qsgw.daemon.server import Gateway
@@ -120,21 +121,73 @@ def _wait(args: dict[str, Any]) -> float:
 async def serve(commands: Commands, path: Path) -> asyncio.Server:
     """Listen on `path`, readable and writable by the owner only."""
     sock = _bind(path)
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(lambda: _Connection(commands), sock=sock)
 
-    async def handle(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while line := await reader.readline():
-                answer = await _answer(commands, line)
-                writer.write(json.dumps(answer).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
-        finally:
-            writer.close()
 
-    return await asyncio.start_unix_server(handle, sock=sock, limit=MAX_REQUEST)
+class _Connection(asyncio.Protocol):
+    """One client: its request lines answered one after the other, in order.
+
+    A plain protocol rather than asyncio streams: no reader task waiting
+    on every line, one task only while requests are being answered. A
+    line longer than MAX_REQUEST closes the connection without an answer.
+    """
+
+    def __init__(self, commands: Commands) -> None:
+        self._commands = commands
+        self._transport: asyncio.Transport | None = None
+        self._partial = bytearray()
+        self._lines: deque[bytes] = deque()
+        self._answering: asyncio.Task[None] | None = None
+        self._eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._partial += data
+        end = self._partial.rfind(b"\n") + 1
+        if end:
+            self._lines.extend(bytes(self._partial[: end - 1]).split(b"\n"))
+            del self._partial[:end]
+        if len(self._partial) > MAX_REQUEST or any(
+            len(line) > MAX_REQUEST for line in self._lines
+        ):
+            self._close()
+            return
+        self._answer_lines()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._partial:  # a last request without its newline
+            self._lines.append(bytes(self._partial))
+            self._partial.clear()
+        self._answer_lines()
+        return True  # half-closed: the answers may still go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+    def _answer_lines(self) -> None:
+        if self._answering is None and self._lines:
+            self._answering = asyncio.get_running_loop().create_task(self._answer())
+        elif self._answering is None and self._eof:
+            self._close()
+
+    async def _answer(self) -> None:
+        while self._lines and self._transport is not None:
+            answer = await _answer(self._commands, self._lines.popleft())
+            if self._transport is None or self._transport.is_closing():
+                break
+            self._transport.write(json.dumps(answer).encode() + b"\n")
+        self._answering = None
+        if self._eof or self._transport is None:
+            self._close()
+
+    def _close(self) -> None:
+        self._lines.clear()
+        if self._transport is not None:
+            self._transport.close()
 
 
 def _bind(path: Path) -> socket.socket:

@@ -76,6 +76,16 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     set_level(level)
+    _skip_unused_record_fields()
+
+
+def _skip_unused_record_fields() -> None:
+    """Neither format shows threads, processes or source lines: spare each
+    record looking them up (the logging HOWTO's "Optimization" switches)."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
 
 
 def _handler(file: Path | None, detached: bool) -> logging.Handler:

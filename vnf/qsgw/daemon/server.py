@@ -33,7 +33,13 @@ from qsgw.daemon.dataplane import (
 )
 from qsgw.daemon.logs import SaLogger, set_level
 from qsgw.daemon.status import connection_json, relative_times, to_json
-from qsgw.daemon.transport import Endpoint, UdpEndpoint, UdpTransport, classify
+from qsgw.daemon.transport import (
+    Endpoint,
+    UdpEndpoint,
+    UdpSocketTaker,
+    UdpTransport,
+    classify,
+)
 from qsgw.esp.backend import BackendEvent, BackendEventKind, EspBackend
 from qsgw.ike.config import ChildSpec, ConnectionSpec, StartAction
 from qsgw.ike.engine import EngineSettings, IkeEngine
@@ -42,17 +48,24 @@ from qsgw.ike.events import (
     ChildSaEstablished,
     ChildSaRekeyed,
     Event,
+    ExchangeCompleted,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaFailed,
     IkeSaRekeyed,
     LivenessFailed,
+    MessageReceived,
     MessageRejected,
+    MessageSent,
 )
+from qsgw.ike.sa import IkeSaState
 from qsgw.metrics.gateway import GatewayMetrics, Snapshot
 from qsgw.metrics.http import serve_metrics
 
 logger = logging.getLogger(__name__)
+
+# most events: metrics count them, nothing else listens
+_COUNTED_ONLY = frozenset({MessageSent, MessageReceived, ExchangeCompleted})
 
 Clock = Callable[[], float]
 _SHUTDOWN_POLL = 0.02
@@ -97,6 +110,9 @@ class Gateway:
         self._closed = False
         self._waiters: dict[int, list[asyncio.Future[str]]] = {}
         self._pending_results: dict[int, tuple[bool, str]] = {}
+        # Child SAs `initiate` asked for over an established IKE SA
+        self._child_waiters: dict[int, tuple[int, str, asyncio.Future[str]]] = {}
+        self._children_up: set[int] = set()
 
     # --- life cycle -----------------------------------------------------------
 
@@ -120,6 +136,10 @@ class Gateway:
             self._transport.hand_esp_in_udp_to_kernel()
         self.data_plane.start(self._on_backend_event_threadsafe)
         self._data_plane_started = True
+        if isinstance(self.backend, UdpSocketTaker):
+            # ESP in UDP is read and sent on the data plane's threads; IKE
+            # on port 4500 comes back to the loop through `_on_datagram`
+            self._transport.hand_esp_in_udp_to(self.backend)
         if self._esp_sender is not None:
             self._esp_sender.target = self._send_esp
         path = gateway.control_socket
@@ -254,11 +274,18 @@ class Gateway:
         self._arm_timer()
 
     def _arm_timer(self) -> None:
+        """Keep one timer at or before the engine's next deadline.
+
+        A deadline that moved later leaves the armed timer alone (most
+        messages push their IKE SA's deadline out); it checks again when
+        it fires. Only an earlier deadline replaces it."""
         deadline = self.engine.next_timer()
-        if self._timer is not None and deadline == self._timer_deadline:
-            return  # often a message leaves the next deadline where it was
-        if self._timer is not None:
-            self._timer.cancel()
+        timer = self._timer
+        if timer is not None:
+            armed = self._timer_deadline
+            if deadline is None or (armed is not None and armed <= deadline):
+                return
+            timer.cancel()
             self._timer = None
         self._timer_deadline = deadline
         if deadline is not None and self._loop is not None:
@@ -267,6 +294,11 @@ class Gateway:
 
     def _on_timer(self) -> None:
         self._timer = None
+        armed = self._timer_deadline
+        deadline = self.engine.next_timer()
+        if deadline is None or (armed is not None and deadline > armed):
+            self._arm_timer()  # the deadline moved later meanwhile
+            return
         with self._guard("the timer"):
             self.engine.handle_timer(self.clock())
         self._pump()
@@ -284,6 +316,8 @@ class Gateway:
 
     def _apply(self, event: Event) -> None:
         self.metrics.observe(event)
+        if type(event) in _COUNTED_ONLY:
+            return
         if isinstance(event, ChildSaEstablished | ChildSaRekeyed):
             self.installer.install(event)
         elif isinstance(event, ChildSaDeleted):
@@ -401,7 +435,7 @@ class Gateway:
             self.engine.initiate, connection, self.clock(), child
         )
         if ike_sa is not None:
-            _sa_log(connection, ike_sa).info("initiating (start_action: start)")
+            _sa_log(connection, ike_sa).debug("initiating (start_action: start)")
 
     def reload(self) -> str:
         """Re-read the file; a bad file changes nothing."""
@@ -474,13 +508,51 @@ class Gateway:
             raise control.CommandError(
                 f"connection '{connection}' has no child '{child}'"
             )
+        established = None if child is None else self._established_ike_sa(connection)
+        if child is not None and established is not None:
+            return await self._create_child(established, child, timeout)
         ike_sa = self.engine.initiate(connection, self.clock(), child)
-        _sa_log(connection, ike_sa).info("initiating (requested)")
+        _sa_log(connection, ike_sa).debug("initiating (requested)")
         waiter = self._waiter(ike_sa)
         self._pump()
         if timeout <= 0:
             return f"initiating IKE SA #{ike_sa}"
         return await self._wait(waiter, ike_sa, timeout)
+
+    def _established_ike_sa(self, connection: str) -> int | None:
+        for sa in self.engine.ike_sas_of(connection):
+            if sa.state == IkeSaState.ESTABLISHED:
+                return sa.unique_id
+        return None
+
+    async def _create_child(self, ike_sa: int, child: str, timeout: float) -> str:
+        """Like strongSwan: a child of a connection whose IKE SA is up comes
+        over that IKE SA (CREATE_CHILD_SA), not with a new IKE SA."""
+        sa = self.engine.sas[ike_sa]
+        for existing in sa.children.values():
+            if existing.spec.name == child:
+                return f"Child SA {child} #{existing.unique_id} is already up"
+        child_sa = self.engine.create_child(ike_sa, child, self.clock())
+        _sa_log(sa.connection.name, ike_sa).debug("creating Child SA %s", child)
+        if timeout <= 0:
+            self._pump()
+            return f"creating Child SA {child} #{child_sa} on IKE SA #{ike_sa}"
+        waiter = asyncio.get_running_loop().create_future()
+        self._child_waiters[child_sa] = (ike_sa, child, waiter)
+        self._pump()
+        return await self._wait_child(waiter, child_sa, timeout)
+
+    async def _wait_child(
+        self, waiter: asyncio.Future[str], child_sa: int, timeout: float
+    ) -> str:
+        loop = asyncio.get_running_loop()
+        reason = f"Child SA #{child_sa}: no outcome within {timeout:g} s"
+        expiry = loop.call_later(timeout, _fail, waiter, reason)
+        try:
+            return await waiter
+        finally:
+            expiry.cancel()
+            self._child_waiters.pop(child_sa, None)
 
     async def terminate_ike(self, ike_sa: int, timeout: float) -> str:
         if ike_sa not in self.engine.sas:
@@ -579,19 +651,23 @@ class Gateway:
     async def _wait(
         self, waiter: asyncio.Future[str], ike_sa: int, timeout: float
     ) -> str:
+        # one timer handle, not wait_for's task and shield per command
+        loop = asyncio.get_running_loop()
+        reason = f"IKE SA #{ike_sa}: no outcome within {timeout:g} s"
+        expiry = loop.call_later(timeout, _fail, waiter, reason)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            raise control.CommandError(
-                f"IKE SA #{ike_sa}: no outcome within {timeout:g} s"
-            ) from None
+            return await waiter
         finally:
+            expiry.cancel()
             waiters = self._waiters.get(ike_sa, [])
             if waiter in waiters:
                 waiters.remove(waiter)
 
     def _note_result(self, event: Event) -> None:
-        if isinstance(event, IkeSaEstablished):
+        if isinstance(event, ChildSaEstablished):
+            if event.child_sa in self._child_waiters:
+                self._children_up.add(event.child_sa)
+        elif isinstance(event, IkeSaEstablished):
             text = f"IKE SA #{event.ike_sa} established"
             self._pending_results[event.ike_sa] = (True, text)
         elif isinstance(event, IkeSaFailed):
@@ -603,6 +679,8 @@ class Gateway:
             self._pending_results.setdefault(event.ike_sa, (True, text))
 
     def _resolve_waiters(self) -> None:
+        if self._child_waiters:
+            self._resolve_child_waiters()
         results, self._pending_results = self._pending_results, {}
         for ike_sa, (ok, text) in results.items():
             for future in self._waiters.pop(ike_sa, []):
@@ -613,12 +691,31 @@ class Gateway:
                 else:
                     future.set_exception(control.CommandError(text))
 
+    def _resolve_child_waiters(self) -> None:
+        """Up when its ChildSaEstablished came; failed once the engine no
+        longer has it queued or in a CREATE_CHILD_SA (refused, IKE SA gone)."""
+        for child_sa, (ike_sa, child, waiter) in list(self._child_waiters.items()):
+            if waiter.done():
+                continue
+            if child_sa in self._children_up:
+                text = f"Child SA {child} #{child_sa} established on IKE SA #{ike_sa}"
+                waiter.set_result(text)
+            elif not self.engine.child_pending(ike_sa, child_sa):
+                text = f"Child SA {child} #{child_sa} failed (CREATE_CHILD_SA)"
+                waiter.set_exception(control.CommandError(text))
+        self._children_up.clear()
+
     # --- metrics -----------------------------------------------------------------
 
     def _snapshot(self) -> Snapshot:
         from qsgw.daemon.counters import snapshot
 
         return snapshot(self.engine, self.installer, self.data_plane)
+
+
+def _fail(waiter: asyncio.Future[str], reason: str) -> None:
+    if not waiter.done():
+        waiter.set_exception(control.CommandError(reason))
 
 
 def _sa_log(connection: str, ike_sa: int) -> SaLogger:

@@ -22,8 +22,14 @@ JsonValue = Any
 _ADDRESS_TYPES = (IPv4Address, IPv6Address, IPv4Network, IPv6Network)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def to_json(value: object) -> JsonValue:
     """A JSON-ready copy of a snapshot value; secrets become "<hidden>"."""
+    if type(value) in _PLAIN:  # most fields: no isinstance chain
+        return value
     if isinstance(value, Secret):
         return "<hidden>"
     if value is None or isinstance(value, bool | int | float | str):
@@ -37,13 +43,22 @@ def to_json(value: object) -> JsonValue:
     if isinstance(value, TrafficSelectorSpec):
         return _ts_text(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = dataclasses.fields(value)
-        return {f.name: to_json(getattr(value, f.name)) for f in fields}
+        names = _field_names(value)
+        return {name: to_json(getattr(value, name)) for name in names}
     if isinstance(value, Mapping):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, Sequence | set | frozenset):
         return [to_json(v) for v in value]
     return str(value)
+
+
+def _field_names(value: object) -> tuple[str, ...]:
+    kind = type(value)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        fields = dataclasses.fields(value)  # type: ignore[arg-type]
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields)
+    return names
 
 
 def _ts_text(ts: TrafficSelectorSpec) -> str:

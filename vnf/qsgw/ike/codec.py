@@ -17,6 +17,7 @@ their notify.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -443,6 +444,8 @@ def _encode_sa(payload: SaPayload) -> bytes:
     return b"".join(chunks)
 
 
+# a connection offers and accepts the same few proposals again and again
+@functools.lru_cache(maxsize=256)
 def _encode_proposal(proposal: Proposal, more: bool) -> bytes:
     transforms = proposal.transforms
     body = b"".join(

@@ -200,6 +200,24 @@ class IkeEngine:
             return
         self.initiate(spec.name, now, child)
 
+    def create_child(self, ike_sa_id: int, child: str, now: float) -> int:
+        """A new Child SA `child` over an established IKE SA (CREATE_CHILD_SA,
+        RFC 7296 §1.3.1); returns its unique id. `child_pending` tells
+        whether it is still on its way; `ChildSaEstablished` says it came."""
+        self.now = now
+        sa = self.sas.get(ike_sa_id)
+        if sa is None or sa.state != IkeSaState.ESTABLISHED:
+            raise ValueError(f"IKE SA #{ike_sa_id} is not established")
+        child_sa = self.new_id()
+        create_child.queue_new_child(self, sa, child, child_sa)
+        self._run_queues(now)
+        return child_sa
+
+    def child_pending(self, ike_sa_id: int, child_sa_id: int) -> bool:
+        """Whether a Child SA from `create_child` is queued or negotiating."""
+        sa = self.sas.get(ike_sa_id)
+        return sa is not None and create_child.negotiating(sa, child_sa_id)
+
     def set_connections(
         self, connections: Sequence[ConnectionSpec], now: float
     ) -> None:

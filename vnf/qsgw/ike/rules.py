@@ -13,7 +13,6 @@ payloads (the codec already rejected unknown critical ones).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from qsgw.ike.constants import ExchangeType, NotifyType, PayloadType
@@ -193,6 +192,12 @@ RULES: dict[tuple[ExchangeType, bool], ExchangeRules] = {
     ),
 }
 
+# the same tables by plain (exchange, response) keys, and each one's types
+_RULES: dict[tuple[int, bool], ExchangeRules] = dict(RULES.items())
+_ALLOWED = {
+    key: frozenset(rule.type for rule in rules.payloads) for key, rules in RULES.items()
+}
+
 
 def rules_for(message: Message) -> ExchangeRules:
     """The table for `message`'s exchange and direction; unknown: dropped."""
@@ -211,20 +216,31 @@ def check_message(message: Message) -> None:
     non-critical payloads, else the message is dropped.
     Violations in a decrypted or IKE_SA_INIT message raise INVALID_SYNTAX.
     """
-    rules = rules_for(message)
+    rules = _RULES.get((message.exchange, message.header.is_response))
+    if rules is None:
+        rules = rules_for(message)
     if rules.encrypted and not message.encrypted:
         _check_framing(message)
         return
     if _is_error_response(message, rules):
         return
 
-    counts = Counter(
-        payload_type(p) for p in message.payloads if not isinstance(p, _FREE)
-    )
+    counts = _counts(message)
     _check_counts(counts, rules)
     _check_groups(counts, rules)
     _check_notifies(message, rules)
     _check_proposals(message, rules)
+
+
+def _counts(message: Message) -> dict[int, int]:
+    """How often each payload type appears, Notify, Vendor ID and unknown
+    payloads left out."""
+    counts: dict[int, int] = {}
+    for payload in message.payloads:
+        if not isinstance(payload, _FREE):
+            kind = payload_type(payload)
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def _check_framing(message: Message) -> None:
@@ -244,20 +260,21 @@ def _is_error_response(message: Message, rules: ExchangeRules) -> bool:
     return has_notify and only_free
 
 
-def _check_counts(counts: Counter[int], rules: ExchangeRules) -> None:
-    allowed = {rule.type for rule in rules.payloads}
+def _check_counts(counts: dict[int, int], rules: ExchangeRules) -> None:
+    allowed = _ALLOWED[rules.exchange, rules.response]
     if any(kind not in allowed for kind in counts):
         raise invalid_syntax("unexpected-payload")
     for rule in rules.payloads:
-        if counts[rule.type] < rule.min:
+        count = counts.get(rule.type, 0)
+        if count < rule.min:
             raise invalid_syntax("missing-payload")
-        if counts[rule.type] > rule.max:
+        if count > rule.max:
             raise invalid_syntax("repeated-payload")
 
 
-def _check_groups(counts: Counter[int], rules: ExchangeRules) -> None:
+def _check_groups(counts: dict[int, int], rules: ExchangeRules) -> None:
     for group in rules.together:
-        present = sum(1 for kind in group if counts[kind])
+        present = sum(1 for kind in group if counts.get(kind))
         if 0 < present < len(group):
             raise invalid_syntax("incomplete-payload-group")
 

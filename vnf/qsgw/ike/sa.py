@@ -152,6 +152,7 @@ class IkeSa:
     recv_mid: int = 0
     pending: PendingRequest | None = None
     queue: list[Callable[[float], None]] = field(default_factory=list)
+    queued_children: set[int] = field(default_factory=set)  # reserved ids
     cached: CachedResponse | None = None
     request_datagrams: list[bytes] = field(default_factory=list)
     last_received: float = 0.0

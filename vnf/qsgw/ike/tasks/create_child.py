@@ -90,19 +90,39 @@ class Negotiation:
 # ---------------------------------------------------------------- queueing
 
 
-def queue_new_child(engine: IkeEngine, sa: IkeSa, name: str) -> None:
+def queue_new_child(
+    engine: IkeEngine, sa: IkeSa, name: str, unique_id: int | None = None
+) -> None:
+    """CREATE_CHILD_SA for child `name` once nothing else is in flight.
+
+    With `unique_id` (reserved with `engine.new_id()`), the Child SA gets
+    that id and counts as queued (`sa.queued_children`) until it starts."""
     specs = [c for c in sa.connection.children if c.name == name]
     if not specs:
         raise ValueError(f"connection {sa.connection.name!r} has no child {name!r}")
     spec = specs[0]
+    if unique_id is not None:
+        sa.queued_children.add(unique_id)
 
     def start(now: float) -> None:
+        if unique_id is not None:
+            sa.queued_children.discard(unique_id)
         if sa.state == IkeSaState.ESTABLISHED:
-            child = ChildSa(engine.new_id(), spec, inbound_spi=engine.new_spi())
+            child_id = engine.new_id() if unique_id is None else unique_id
+            child = ChildSa(child_id, spec, inbound_spi=engine.new_spi())
             _start_child(engine, sa, child, None, now)
 
     sa.queue.append(start)
     engine.touch(sa)
+
+
+def negotiating(sa: IkeSa, child_sa: int) -> bool:
+    """Whether Child SA `child_sa` is queued or in a CREATE_CHILD_SA now."""
+    if child_sa in sa.queued_children:
+        return True
+    return any(
+        n.child is not None and n.child.unique_id == child_sa for n in sa.negotiations
+    )
 
 
 def queue_child_rekey(engine: IkeEngine, sa: IkeSa, old: ChildSa) -> None:
