@@ -35,6 +35,8 @@ from qsgw.esp.userspace import UserspaceBackend
 
 pytestmark = pytest.mark.timeout(30)
 
+IPV6_MTU = 24  # linux/in6.h; not in Python's socket module
+
 HERE = IPv4Address("127.0.0.1")
 LOCAL_NET, REMOTE_NET = ip_network("10.1.0.0/24"), ip_network("10.2.0.0/24")
 SPI_IN, SPI_OUT = 0x3000_0001, 0x4000_0001
@@ -223,7 +225,7 @@ def test_packets_of_mixed_sizes_leave_in_gso_runs_and_arrive_one_by_one(
     assert gateway.backend.counters(SPI_OUT, HERE).sequence == len(inners)
 
 
-def test_a_refused_gso_send_falls_back_to_one_datagram_per_send(
+def test_a_run_of_too_many_segments_falls_back_to_one_datagram_per_send(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -239,7 +241,7 @@ def test_a_refused_gso_send_falls_back_to_one_datagram_per_send(
     try:
         with caplog.at_level(logging.DEBUG, logger="qsgw.esp.udp"):
             used_gso = send_segments(packets, 100)
-            send_segments(packets[:2], 100)
+            used_gso_after = send_segments(packets[:2], 100)
         received = [peer.recv(65535) for _ in range(132)]
     finally:
         sock.close()
@@ -247,6 +249,35 @@ def test_a_refused_gso_send_falls_back_to_one_datagram_per_send(
 
     assert used_gso is False
     assert received == packets + packets[:2]
-    assert udp.gso is False
-    refusals = [r for r in caplog.records if "GSO refused" in r.getMessage()]
+    assert used_gso_after is True  # too many segments: that run only
+    assert udp.gso is True
+
+
+def test_segments_past_the_path_mtu_leave_one_per_send_and_shorter_ones_in_gso(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind(("::1", 0))
+    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU, 1280)  # this socket's path MTU
+    peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    peer.bind(("::1", 0))
+    peer.settimeout(5)
+    udp = EspUdpSocket(sock, ip_address("::1"), lambda *other: None, source_info=False)
+    _send, send_segments = udp.sender(ip_address("::1"), peer.getsockname()[:2])
+    large = [bytes([n]) * 1400 for n in range(4)]
+    small = [bytes([n]) * 1000 for n in range(4)]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="qsgw.esp.udp"):
+            sent = [send_segments(large, 1400), send_segments(large, 1400)]
+            sent.append(send_segments(small, 1000))
+        received = [peer.recv(65535) for _ in range(12)]
+    finally:
+        sock.close()
+        peer.close()
+
+    assert sent == [False, False, True]  # refused once, not tried again
+    assert received == large + large + small  # fragmented, none lost
+    assert udp.gso is True and udp.gso_below == 1400
+    refusals = [r for r in caplog.records if "past the path MTU" in r.getMessage()]
     assert len(refusals) == 1

@@ -43,8 +43,13 @@ _SEGMENT = struct.Struct("=H")
 _IN_PKTINFO = struct.Struct("=I4s4s")  # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("=16sI")  # addr, ifindex
 ANCILLARY_SIZE = socket.CMSG_SPACE(_IN6_PKTINFO.size) + socket.CMSG_SPACE(_INT.size)
-# a send error that means "no GSO here" rather than "this packet failed"
-_NO_GSO = (errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT)
+# send errors that mean "no GSO here" rather than "this packet failed"
+# (EIO: the route goes through an XFRM policy) ...
+_NO_GSO = (errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT)
+# ... and those about one run: too many segments, or longer than the path
+# MTU (EINVAL from the UDP layer, EMSGSIZE from IPv6's)
+_RUN_REFUSED = (errno.EINVAL, errno.EMSGSIZE)
+_NO_LIMIT = 1 << 16
 
 Send = Callable[[bytes], object]
 SendSegments = Callable[[list[bytes], int], bool]  # True: one GSO send
@@ -57,7 +62,16 @@ class EspUdpSocket:
     socket bound to a wildcard address sends from the SA's own address.
     """
 
-    __slots__ = ("address", "family", "gro", "gso", "on_other", "sock", "source_info")
+    __slots__ = (
+        "address",
+        "family",
+        "gro",
+        "gso",
+        "gso_below",
+        "on_other",
+        "sock",
+        "source_info",
+    )
 
     def __init__(
         self,
@@ -72,7 +86,9 @@ class EspUdpSocket:
         self.family = sock.family
         self.on_other = on_other
         self.source_info = source_info
-        self.gso = True
+        self.gso = True  # False: the kernel has no UDP GSO for this socket
+        self.gso_below = _NO_LIMIT  # runs of segments this long or longer
+        # went past the path MTU: they leave one datagram per send
         self.gro = _enable_gro(sock)
 
     @property
@@ -98,15 +114,18 @@ class EspUdpSocket:
             return sendmsg((packet,), ancillary, 0, target)
 
         def send_segments(packets: list[bytes], segment: int) -> bool:
-            if self.gso:
+            if self.gso and segment < self.gso_below:
                 gso = (SOL_UDP, UDP_SEGMENT, _SEGMENT.pack(segment))
                 try:
                     sendmsg(packets, [*ancillary, gso], 0, target)
                     return True
                 except OSError as exc:
-                    if exc.errno not in _NO_GSO:
+                    if exc.errno in _RUN_REFUSED:
+                        self._run_refused(len(packets), segment)
+                    elif exc.errno in _NO_GSO:
+                        self._gso_refused(exc)
+                    else:
                         raise
-                    self._gso_refused(exc)
             for packet in packets:
                 sendmsg((packet,), ancillary, 0, target)
             return False
@@ -119,6 +138,19 @@ class EspUdpSocket:
 
             return send_plain, send_segments
         return send, send_segments
+
+    def _run_refused(self, count: int, segment: int) -> None:
+        """More segments than this kernel takes in one send (this run only),
+        or segments longer than the path MTU allows (from now on, runs of
+        that length or longer go one datagram per send, which the IP layer
+        may fragment)."""
+        if count <= MAX_SEGMENTS and segment < self.gso_below:
+            self.gso_below = segment
+            log.debug(
+                "UDP GSO of %d-octet segments refused on %s: past the path MTU",
+                segment,
+                self.address,
+            )
 
     def _gso_refused(self, exc: OSError) -> None:
         self.gso = False
