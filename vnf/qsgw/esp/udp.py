@@ -62,16 +62,7 @@ class EspUdpSocket:
     socket bound to a wildcard address sends from the SA's own address.
     """
 
-    __slots__ = (
-        "address",
-        "family",
-        "gro",
-        "gso",
-        "gso_below",
-        "on_other",
-        "sock",
-        "source_info",
-    )
+    __slots__ = ("address", "family", "gro", "gso", "on_other", "sock", "source_info")
 
     def __init__(
         self,
@@ -87,8 +78,6 @@ class EspUdpSocket:
         self.on_other = on_other
         self.source_info = source_info
         self.gso = True  # False: the kernel has no UDP GSO for this socket
-        self.gso_below = _NO_LIMIT  # runs of segments this long or longer
-        # went past the path MTU: they leave one datagram per send
         self.gro = _enable_gro(sock)
 
     @property
@@ -109,19 +98,25 @@ class EspUdpSocket:
         if self.source_info and self.address.is_unspecified:
             ancillary.append(source_ancillary(source))
         sendmsg = sock.sendmsg
+        # runs of segments this long or longer went past the path MTU to
+        # `target`: they leave one datagram per send
+        below = _NO_LIMIT
 
         def send(packet: bytes) -> object:
             return sendmsg((packet,), ancillary, 0, target)
 
         def send_segments(packets: list[bytes], segment: int) -> bool:
-            if self.gso and segment < self.gso_below:
+            nonlocal below
+            if self.gso and segment < below:
                 gso = (SOL_UDP, UDP_SEGMENT, _SEGMENT.pack(segment))
                 try:
                     sendmsg(packets, [*ancillary, gso], 0, target)
                     return True
                 except OSError as exc:
                     if exc.errno in _RUN_REFUSED:
-                        self._run_refused(len(packets), segment)
+                        if len(packets) <= MAX_SEGMENTS:  # not too many: too long
+                            below = min(below, segment)
+                            self._past_mtu(segment, target)
                     elif exc.errno in _NO_GSO:
                         self._gso_refused(exc)
                     else:
@@ -139,18 +134,15 @@ class EspUdpSocket:
             return send_plain, send_segments
         return send, send_segments
 
-    def _run_refused(self, count: int, segment: int) -> None:
-        """More segments than this kernel takes in one send (this run only),
-        or segments longer than the path MTU allows (from now on, runs of
-        that length or longer go one datagram per send, which the IP layer
-        may fragment)."""
-        if count <= MAX_SEGMENTS and segment < self.gso_below:
-            self.gso_below = segment
-            log.debug(
-                "UDP GSO of %d-octet segments refused on %s: past the path MTU",
-                segment,
-                self.address,
-            )
+    def _past_mtu(self, segment: int, target: tuple[str, int]) -> None:
+        log.debug(
+            "UDP GSO of %d-octet segments from %s to %s refused: past the path "
+            "MTU; runs that long go one datagram per send (the IP layer may "
+            "fragment them)",
+            segment,
+            self.address,
+            target[0],
+        )
 
     def _gso_refused(self, exc: OSError) -> None:
         self.gso = False
