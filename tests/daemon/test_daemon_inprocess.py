@@ -350,3 +350,34 @@ def test_start_children_of_one_connection_share_one_ike_sa(tmp_path: Path) -> No
             await b.shutdown()
 
     asyncio.run(main())
+
+
+def test_key_pairs_are_made_ahead_while_idle_and_used_by_the_next_set_up(
+    tmp_path: Path,
+) -> None:
+    x25519, ml_kem_768 = 31, 36
+
+    async def body(a: Gateway, b: Gateway) -> None:
+        await until(installed(a), "installation on a")
+        # the initiator sent both KEi; the responder's ML-KEM half is Encaps
+        # of a's key, which cannot be made ahead
+        ahead = a.engine.settings.keys_ahead
+        assert ahead > 0
+        await until(
+            lambda: (
+                (a.engine.keys.waiting(x25519), a.engine.keys.waiting(ml_kem_768))
+                == (ahead, ahead)
+            ),
+            "key pairs made ahead on a",
+        )
+        await until(lambda: b.engine.keys.waiting(x25519) == ahead, "pairs on b")
+        assert b.engine.keys.waiting(ml_kem_768) == 0
+
+        await a.terminate_connection("site", WAIT)
+        assert not recording(a).sas
+        await a.initiate("site", "net", WAIT)
+
+        await until(installed(a), "the second installation on a")
+        await until(installed(b), "the second installation on b")
+
+    run_pair(tmp_path, body)

@@ -8,6 +8,7 @@ functions exported here; the modules beside them are implementation:
 - `prf`, `integrity`: PRF_HMAC_SHA2_* and AUTH_HMAC_SHA2_* (RFC 4868)
 - `ike_cipher`: the SK payload (RFC 7296 §3.14, RFC 5282, RFC 7634)
 - `esp`: ESP packet protection for the data plane
+- `supply`: key exchange halves made ahead, in a daemon's idle time
 
 Every failure raises `qsgw.crypto.api.CryptoError` or a subclass.
 """

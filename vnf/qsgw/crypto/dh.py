@@ -117,6 +117,11 @@ class _DhMethod:
         ours = self.initiate(rng)
         return ours.public_value, ours.complete(peer_value)
 
+    def respond_with(self, ours: DhExchange, peer_value: bytes) -> tuple[bytes, bytes]:
+        """`respond` with a key pair made earlier by `initiate` (used once)."""
+        self._validate(peer_value)
+        return ours.public_value, ours.complete(peer_value)
+
     def _validate(self, peer_value: bytes) -> None:
         self._check_size(peer_value)
 

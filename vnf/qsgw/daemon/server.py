@@ -68,6 +68,9 @@ logger = logging.getLogger(__name__)
 _COUNTED_ONLY = frozenset({MessageSent, MessageReceived, ExchangeCompleted})
 
 Clock = Callable[[], float]
+# key pairs per key exchange method in use made while the loop is idle, so
+# that no set-up waits for an X25519 or ML-KEM key generation
+_KEYS_AHEAD = 2
 _SHUTDOWN_POLL = 0.02
 
 
@@ -88,7 +91,9 @@ class Gateway:
         self.backend = backend
         self.clock = clock
         settings = EngineSettings(
-            ike_port=config.gateway.ike_port, natt_port=config.gateway.natt_port
+            ike_port=config.gateway.ike_port,
+            natt_port=config.gateway.natt_port,
+            keys_ahead=_KEYS_AHEAD,
         )
         self.engine = IkeEngine(config.connections, rng, settings)
         self.data_plane = DataPlaneThread(backend)
@@ -113,6 +118,7 @@ class Gateway:
         # Child SAs `initiate` asked for over an established IKE SA
         self._child_waiters: dict[int, tuple[int, str, asyncio.Future[str]]] = {}
         self._children_up: set[int] = set()
+        self._making_keys = False  # a _make_keys callback is scheduled
 
     # --- life cycle -----------------------------------------------------------
 
@@ -260,18 +266,41 @@ class Gateway:
     def _pump(self) -> None:
         """Apply the engine's events, send what it wants sent, re-arm the timer.
 
-        Events first: a Child SA is in the data plane before the message
-        that lets the peer use it leaves (make-before-break on rekey).
+        Child SAs first: one is in the data plane before the message that
+        lets the peer use it leaves (make-before-break on rekey). Metrics,
+        logs and waiting commands come after the messages have left.
         """
         transport = self._transport
         datagrams = self.engine.datagrams_to_send()
-        for event in self.engine.events():
-            self._apply(event)
-        for datagram in datagrams:
-            if transport is not None:
+        events = self.engine.events()
+        for event in events:
+            if isinstance(event, ChildSaEstablished | ChildSaRekeyed):
+                self.installer.install(event)
+            elif isinstance(event, ChildSaDeleted):
+                self.installer.remove(event)
+        if transport is not None:
+            for datagram in datagrams:
                 transport.send_ike(datagram.data, datagram.local, datagram.remote)
+        for event in events:
+            self._observe(event)
         self._resolve_waiters()
         self._arm_timer()
+        if self.engine.keys.wanted and not self._making_keys and self._loop:
+            self._making_keys = True
+            self._loop.call_soon(self._make_keys)
+
+    def _make_keys(self) -> None:
+        """One key pair per turn of the loop, so a message waits for one at most."""
+        keys = self.engine.keys
+        try:
+            keys.make_one()
+        except Exception:
+            logger.exception("internal error while making key pairs ahead")
+            keys.depth = 0  # each exchange makes its own from now on
+        if keys.wanted and self._loop is not None and not self._closed:
+            self._loop.call_soon(self._make_keys)
+        else:
+            self._making_keys = False
 
     def _arm_timer(self) -> None:
         """Keep one timer at or before the engine's next deadline.
@@ -314,14 +343,11 @@ class Gateway:
 
     # --- events -----------------------------------------------------------------
 
-    def _apply(self, event: Event) -> None:
+    def _observe(self, event: Event) -> None:
+        """Count, log and note an event whose Child SA `_pump` has applied."""
         self.metrics.observe(event)
         if type(event) in _COUNTED_ONLY:
             return
-        if isinstance(event, ChildSaEstablished | ChildSaRekeyed):
-            self.installer.install(event)
-        elif isinstance(event, ChildSaDeleted):
-            self.installer.remove(event)
         self._log(event)
         self._note_result(event)
 

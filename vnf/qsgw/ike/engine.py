@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qsgw.crypto.api import Random
+from qsgw.crypto.supply import KeySupply
 from qsgw.ike import info
 from qsgw.ike.candidates import Candidates, for_addresses
 from qsgw.ike.config import ConnectionSpec, DpdAction
@@ -73,6 +74,8 @@ class EngineSettings:
     rekey_retry: float = 30.0  # after a failed rekey
     delete_rekeyed_delay: float = 5.0  # then we delete a replaced SA ourselves
     nonce_size: int = 32
+    # key pairs per key exchange method made ahead in idle time (KeySupply)
+    keys_ahead: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class IkeEngine:
         self.by_spi: dict[bytes, IkeSa] = {}
         self.half_open: dict[tuple[bytes, Endpoint], IkeSa] = {}
         self.cookie_secret = rng(32)
+        self.keys = KeySupply(rng, self.settings.keys_ahead)
         self._next_id = 1
         self.now = 0.0  # the time of the current call
         self._datagrams: list[Datagram] = []

@@ -31,7 +31,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from qsgw import crypto
 from qsgw.crypto.api import CryptoError, KeyExchangeInitiator
 from qsgw.ike import keymat, proposals
 from qsgw.ike.constants import (
@@ -171,7 +170,7 @@ def _key_exchange(
 ) -> tuple[KeyExchangeInitiator | None, list[Payload]]:
     if not method:
         return None, []
-    ke = crypto.ke_method(method).initiate(engine.rng)
+    ke = engine.keys.initiator(method)
     return ke, [KePayload(method, ke.public_value)]
 
 
@@ -203,7 +202,7 @@ def _respond_ke(
         data = method.to_bytes(2, "big")
         raise ProtocolError(NotifyType.INVALID_KE_PAYLOAD, "invalid-ke", data)
     try:
-        return crypto.ke_method(method).respond(ke.data, engine.rng)
+        return engine.keys.respond(method, ke.data)
     except CryptoError:
         raise ProtocolError(NotifyType.INVALID_SYNTAX, "key-exchange") from None
 

@@ -110,8 +110,7 @@ def _uses_addke(offered: tuple[Proposal, ...]) -> bool:
 def send_request(engine: IkeEngine, sa: IkeSa, now: float) -> None:
     """(Re)build and send the request, e.g. after a COOKIE or INVALID_KE."""
     spec = sa.connection
-    method = crypto.ke_method(sa.ke_method)
-    sa.ke = method.initiate(engine.rng)
+    sa.ke = engine.keys.initiator(sa.ke_method)
 
     payloads: list[Payload] = []
     if sa.cookie:
@@ -476,7 +475,7 @@ def _respond(
         data = chosen_ke.id.to_bytes(2, "big")
         raise ProtocolError(NotifyType.INVALID_KE_PAYLOAD, "invalid-ke", data)
     try:
-        ke_data, shared = crypto.ke_method(ke.method).respond(ke.data, engine.rng)
+        ke_data, shared = engine.keys.respond(ke.method, ke.data)
     except CryptoError:
         raise ProtocolError(NotifyType.INVALID_SYNTAX, "key-exchange") from None
 

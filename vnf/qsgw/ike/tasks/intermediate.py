@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qsgw import crypto
 from qsgw.crypto.api import CryptoError
 from qsgw.ike import keymat
 from qsgw.ike.constants import ExchangeType, NotifyType
@@ -62,7 +61,7 @@ def start(engine: IkeEngine, sa: IkeSa, now: float) -> None:
     current = _round(sa)
     assert current is not None and sa.prf is not None and sa.keys is not None
     _, method = current
-    sa.ke = crypto.ke_method(method).initiate(engine.rng)
+    sa.ke = engine.keys.initiator(method)
 
     def on_response(message: Message, now: float) -> None:
         _response(engine, sa, current, message, now)
@@ -115,7 +114,7 @@ def respond(engine: IkeEngine, sa: IkeSa, opened: wire.Opened, now: float) -> Re
     if not isinstance(ke, KePayload) or ke.method != method:
         raise ProtocolError(NotifyType.INVALID_SYNTAX, "key-exchange")
     try:
-        ke_data, shared = crypto.ke_method(method).respond(ke.data, engine.rng)
+        ke_data, shared = engine.keys.respond(method, ke.data)
     except CryptoError:
         raise ProtocolError(NotifyType.INVALID_SYNTAX, "key-exchange") from None
 
