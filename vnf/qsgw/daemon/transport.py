@@ -90,8 +90,7 @@ class UdpEndpoint:
             reason = exc.strerror or str(exc)
             raise OSError(exc.errno, f"UDP {address} port {port}: {reason}") from None
         self.port = int(self.sock.getsockname()[1])
-        if natt:
-            _enlarge_buffers(self.sock)
+        _enlarge_buffers(self.sock, ESP_SOCKET_BUFFER if natt else IKE_SOCKET_BUFFER)
 
     def read_burst(self) -> list[tuple[bytes, Endpoint, Endpoint]]:
         """Datagrams waiting on the socket: (data, local, remote)."""
@@ -152,22 +151,27 @@ class UdpEndpoint:
 
 
 ESP_SOCKET_BUFFER = 8 * 1024 * 1024
+# IKE comes in bursts too: a peer with thousands of IKE SAs that restarts,
+# shuts down or fails over sends one message per IKE SA at once
+IKE_SOCKET_BUFFER = 4 * 1024 * 1024
 
 
-def _enlarge_buffers(sock: socket.socket) -> None:
-    """ESP in UDP arrives in bursts on port 4500: give it room to queue.
+def _enlarge_buffers(sock: socket.socket, size: int) -> None:
+    """Give bursts room to queue on the socket.
 
-    The default (net.core.rmem_default) drops datagrams under a TCP burst;
-    as root the FORCE variants pass the rmem_max cap.
+    The default (net.core.rmem_default, ≈208 KiB) holds a few hundred small
+    datagrams; past that the kernel drops them (UDP RcvbufErrors) and IKE
+    waits for a retransmission, ESP loses packets. As root the FORCE
+    variants pass the rmem_max cap.
     """
     for forced, plain in (
         (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
     ):
         try:
-            sock.setsockopt(socket.SOL_SOCKET, forced or plain, ESP_SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, forced or plain, size)
         except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, ESP_SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 def _bind(address: IPAddress, port: int, family: socket.AddressFamily) -> socket.socket:
