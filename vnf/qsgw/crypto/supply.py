@@ -15,7 +15,7 @@ from `rng` exactly as the method's own `initiate` and `respond` do.
 
 from __future__ import annotations
 
-from qsgw.crypto.api import KeyExchangeInitiator, KeyExchangeMethod, Random
+from qsgw.crypto.api import KeyExchangeInitiator, Random
 from qsgw.crypto.dh import DhExchange, _DhMethod
 from qsgw.crypto.key_exchange import ke_method
 
@@ -26,13 +26,12 @@ class KeySupply:
     def __init__(self, rng: Random, depth: int = 0) -> None:
         self._rng = rng
         self.depth = depth
-        self._methods: dict[int, KeyExchangeMethod] = {}
         self._ready: dict[int, list[KeyExchangeInitiator]] = {}
 
     def initiator(self, method_id: int) -> KeyExchangeInitiator:
         """Our first half of an exchange (KEi): a DH key pair or ML-KEM ek."""
         method = ke_method(method_id)
-        ready = self._ready_for(method)
+        ready = self._ready_for(method_id)
         return ready.pop() if ready else method.initiate(self._rng)
 
     def respond(self, method_id: int, peer_value: bytes) -> tuple[bytes, bytes]:
@@ -40,7 +39,7 @@ class KeySupply:
         InvalidPublicValue as the method's `respond` does."""
         method = ke_method(method_id)
         if isinstance(method, _DhMethod):
-            ready = self._ready_for(method)
+            ready = self._ready_for(method_id)
             if ready:
                 ours = ready.pop()
                 assert isinstance(ours, DhExchange)
@@ -62,13 +61,9 @@ class KeySupply:
             return
         method_id, ready = min(self._ready.items(), key=lambda item: len(item[1]))
         if len(ready) < self.depth:
-            ready.append(self._methods[method_id].initiate(self._rng))
+            ready.append(ke_method(method_id).initiate(self._rng))
 
-    def _ready_for(self, method: KeyExchangeMethod) -> list[KeyExchangeInitiator]:
+    def _ready_for(self, method_id: int) -> list[KeyExchangeInitiator]:
         if self.depth <= 0:
             return []
-        ready = self._ready.get(method.id)
-        if ready is None:
-            self._methods[method.id] = method
-            ready = self._ready[method.id] = []
-        return ready
+        return self._ready.setdefault(method_id, [])
