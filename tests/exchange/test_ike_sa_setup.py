@@ -8,10 +8,12 @@ from ike_peers import Link, connection, fingerprint
 
 from qsgw.ike import protection
 from qsgw.ike.codec import parse_message
+from qsgw.ike.constants import PayloadType
 from qsgw.ike.events import (
     ChildSaEstablished,
     IkeSaEstablished,
 )
+from qsgw.ike.payloads import payload_type
 from qsgw.ike.tasks import wire
 
 
@@ -79,6 +81,34 @@ def test_hybrid_x25519_mlkem768_runs_fragmented_ike_intermediate() -> None:
     )
 
 
+def _intermediate_request(fragment_size: int) -> list[bytes]:
+    link = Link(
+        connection(initiator=True, proposal=HYBRID, fragment_size=fragment_size),
+        connection(initiator=False, proposal=HYBRID, fragment_size=fragment_size),
+    )
+    link.initiate()
+    link.step()
+    link.step()
+    return [hop.datagram.data for hop in link.take()]
+
+
+def test_message_within_the_datagram_limit_goes_unfragmented() -> None:
+    """RFC 7383 §2.5: only a message too large for the limit is fragmented.
+    IKE_INTERMEDIATE { KEi(1) = ML-KEM-768 ek } is 1249 octets (IKE header
+    28, SK header 4, IV 8, KE payload 8 + 1184, Pad Length 1, ICV 16): in
+    IPv4 and UDP on port 500, a 1277-octet datagram."""
+    (whole,) = _intermediate_request(1277)
+    assert len(whole) == 1249
+    assert payload_type(parse_message(whole).payloads[0]) == PayloadType.SK
+
+    fragments = _intermediate_request(1276)
+    assert len(fragments) == 2
+    assert all(len(f) + 28 <= 1276 for f in fragments)
+    assert {payload_type(parse_message(f).payloads[0]) for f in fragments} == {
+        PayloadType.SKF
+    }
+
+
 def test_mlkem768_alone_in_ike_sa_init_establishes() -> None:
     proposal = "aes256gcm16-prfsha384-mlkem768"
     link = Link(
@@ -98,14 +128,14 @@ def test_intauth_octets_of_a_fragmented_message_are_those_of_it_unfragmented() -
     """RFC 9242 §3.3.2: A and P are computed as if the IKE_INTERMEDIATE
     message were not fragmented, on the sending and the receiving side."""
     link = Link(
-        connection(initiator=True, proposal=HYBRID, fragment_size=1280),
-        connection(initiator=False, proposal=HYBRID, fragment_size=1280),
+        connection(initiator=True, proposal=HYBRID, fragment_size=1276),
+        connection(initiator=False, proposal=HYBRID, fragment_size=1276),
     )
     link.initiate()
     link.step()
     link.step()
     fragments = [hop.datagram.data for hop in link.take()]
-    assert len(fragments) == 2  # KEi(mlkem768) does not fit 1280 octets
+    assert len(fragments) == 2  # KEi(mlkem768) does not fit 1276 octets
     (sa_i,) = link.i.engine.sas.values()
     (sa_r,) = link.r.engine.sas.values()
 

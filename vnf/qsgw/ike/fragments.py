@@ -83,15 +83,38 @@ def fragment_room(
     cipher: IkeCipher, max_datagram_size: int, ip_version: int, non_esp_marker: bool
 ) -> int:
     """How many inner payload octets fit in one fragment."""
-    overhead = IP_HEADER_SIZES[ip_version] + UDP_HEADER_SIZE
-    overhead += len(NON_ESP_MARKER) if non_esp_marker else 0
-    overhead += IKE_HEADER_SIZE + SKF_OVERHEAD + cipher.iv_size + cipher.icv_size
-    # RFC 7296 §3.14: content | padding | Pad Length fill whole blocks.
-    blocks = (max_datagram_size - overhead) // cipher.block_size
-    room = blocks * cipher.block_size - 1
+    room = _room(cipher, max_datagram_size, ip_version, non_esp_marker, SKF_OVERHEAD)
     if room < 1:
         raise ValueError("datagram size too small for a fragment")
     return room
+
+
+def message_room(
+    cipher: IkeCipher, max_datagram_size: int, ip_version: int, non_esp_marker: bool
+) -> int:
+    """How many inner payload octets fit in one unfragmented SK message.
+
+    RFC 7383 §2.5: only a message that does not fit is fragmented; an SK
+    payload has no Fragment Number and Total, so it holds 4 octets more.
+    """
+    overhead = GENERIC_PAYLOAD_HEADER_SIZE
+    return _room(cipher, max_datagram_size, ip_version, non_esp_marker, overhead)
+
+
+def _room(
+    cipher: IkeCipher,
+    max_datagram_size: int,
+    ip_version: int,
+    non_esp_marker: bool,
+    encrypted_header_size: int,
+) -> int:
+    overhead = IP_HEADER_SIZES[ip_version] + UDP_HEADER_SIZE
+    overhead += len(NON_ESP_MARKER) if non_esp_marker else 0
+    overhead += IKE_HEADER_SIZE + encrypted_header_size
+    overhead += cipher.iv_size + cipher.icv_size
+    # RFC 7296 §3.14: content | padding | Pad Length fill whole blocks.
+    blocks = (max_datagram_size - overhead) // cipher.block_size
+    return blocks * cipher.block_size - 1
 
 
 @dataclass(frozen=True, slots=True)

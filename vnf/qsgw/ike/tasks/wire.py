@@ -150,7 +150,7 @@ def _fragments(
         return None
     marker = sa.udp_encapsulation or NAT_T_PORT in (sa.local[1], sa.remote[1])
     ip_version = sa.remote[0].version
-    room = fragments.fragment_room(cipher, spec.fragment_size, ip_version, marker)
+    room = fragments.message_room(cipher, spec.fragment_size, ip_version, marker)
     if size <= room:
         return None
     sk_e, sk_a = _keys_out(sa)
