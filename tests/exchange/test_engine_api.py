@@ -22,6 +22,7 @@ from qsgw.ike.config import StartAction
 from qsgw.ike.constants import ExchangeType
 from qsgw.ike.events import (
     ChildSaEstablished,
+    ExchangeCompleted,
     IkeSaDeleted,
     IkeSaEstablished,
     MessageRejected,
@@ -29,6 +30,29 @@ from qsgw.ike.events import (
 from qsgw.ike.tasks import wire
 
 HYBRID = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
+
+
+def test_each_side_reports_the_exchanges_it_completed_and_their_durations() -> None:
+    link = Link(
+        connection(initiator=True, proposal=HYBRID),
+        connection(initiator=False, proposal=HYBRID),
+    )
+    link.initiate()
+    for _ in range(3):
+        link.step()  # a request -->
+        link.advance(0.125)
+        link.step()  # <-- its response, 0.125 s later
+    link.run()
+
+    ours = [e for e in link.i.seen if isinstance(e, ExchangeCompleted)]
+    theirs = [e for e in link.r.seen if isinstance(e, ExchangeCompleted)]
+    names = ["IKE_SA_INIT", "IKE_INTERMEDIATE", "IKE_AUTH"]
+    assert [(e.exchange, e.initiator, e.duration) for e in ours] == [
+        (name, True, 0.125) for name in names
+    ]
+    assert [(e.exchange, e.initiator) for e in theirs] == [
+        (name, False) for name in names
+    ]
 
 
 def test_nat_is_detected_and_both_float_to_port_4500() -> None:

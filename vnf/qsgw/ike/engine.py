@@ -434,6 +434,7 @@ class IkeEngine:
         sa.cached = CachedResponse(request.message_id, sealed.datagrams, requests)
         sa.recv_mid = request.message_id + 1
         self._transmit(sa, sealed.datagrams, exchange, response=True)
+        self.emit(ExchangeCompleted(exchange_name(exchange), False, 0.0))
         if reply.after is not None:
             reply.after(sealed)
 
@@ -492,7 +493,8 @@ class IkeEngine:
         self.touch(sa)
         sa.pending = None
         sa.send_mid += 1
-        self.emit(ExchangeCompleted(exchange_name(pending.exchange), True, 0.0))
+        name = exchange_name(pending.exchange)
+        self.emit(ExchangeCompleted(name, True, now - pending.started))
         pending.on_response(message, now)
 
     def _run_queues(self, now: float) -> None:

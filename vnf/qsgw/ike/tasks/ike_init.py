@@ -32,7 +32,7 @@ from qsgw.ike.constants import (
     TransformType,
 )
 from qsgw.ike.errors import ProtocolError
-from qsgw.ike.events import MessageReceived, MessageSent
+from qsgw.ike.events import ExchangeCompleted, MessageReceived, MessageSent
 from qsgw.ike.payloads import (
     IkeHeader,
     KePayload,
@@ -540,3 +540,4 @@ def _reply(
     sa.cached = CachedResponse(0, [data])
     engine.send(data, sa.local, sa.remote)
     engine.emit(MessageSent("IKE_SA_INIT", True))
+    engine.emit(ExchangeCompleted("IKE_SA_INIT", False, 0.0))
