@@ -1,5 +1,5 @@
 """Events with the same labels add to one series, however often they come;
-different labels keep apart (the labelled children are looked up once)."""
+different labels keep apart; histogram buckets are Prometheus's."""
 
 from __future__ import annotations
 
@@ -50,12 +50,19 @@ def test_same_label_values_on_different_metrics_stay_apart() -> None:
     assert _value(metrics, histogram, {"role": "initiator"}) == 0.75
 
 
-def test_labelled_child_is_looked_up_once_per_label_tuple() -> None:
+def test_histogram_buckets_count_up_to_and_including_their_bound() -> None:
+    """Prometheus buckets are cumulative and `le` inclusive; +Inf counts all."""
     metrics = _metrics()
 
-    first = metrics.labelled(metrics.exchanges, "IKE_AUTH", "initiator")
-    again = metrics.labelled(metrics.exchanges, "IKE_AUTH", "initiator")
-    other = metrics.labelled(metrics.exchanges, "IKE_AUTH", "responder")
+    for duration in (0.001, 0.0011, 0.004, 45.0):
+        metrics.observe(IkeSaEstablished(1, "site", initiator=False, duration=duration))
 
-    assert first is again
-    assert other is not first
+    bucket = "qsgw_ike_handshake_duration_seconds_bucket"
+    role = {"role": "responder"}
+    assert _value(metrics, bucket, {**role, "le": "0.001"}) == 1
+    assert _value(metrics, bucket, {**role, "le": "0.0025"}) == 2
+    assert _value(metrics, bucket, {**role, "le": "0.005"}) == 3
+    assert _value(metrics, bucket, {**role, "le": "30.0"}) == 3
+    assert _value(metrics, bucket, {**role, "le": "+Inf"}) == 4
+    count = "qsgw_ike_handshake_duration_seconds_count"
+    assert _value(metrics, count, role) == 4

@@ -48,6 +48,7 @@ _RECEIVE_BURST = 64  # datagrams read per wake-up before yielding to the loop
 
 _NO_FAMILY = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
 _CHOICES_KEPT = 1024  # sending sockets remembered per (local, IP version)
+_PEERS_KEPT = 4096  # peer addresses remembered per socket (PeerAddresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +92,12 @@ class UdpEndpoint:
             raise OSError(exc.errno, f"UDP {address} port {port}: {reason}") from None
         self.port = int(self.sock.getsockname()[1])
         _enlarge_buffers(self.sock, ESP_SOCKET_BUFFER if natt else IKE_SOCKET_BUFFER)
+        self._peers = PeerAddresses()
 
     def read_burst(self) -> list[tuple[bytes, Endpoint, Endpoint]]:
         """Datagrams waiting on the socket: (data, local, remote)."""
+        if not self.wildcard:
+            return self._read_bound_burst()
         out = []
         for _ in range(_RECEIVE_BURST):
             try:
@@ -106,8 +110,24 @@ class UdpEndpoint:
                 logger.debug("receive on %s:%d: %s", self.address, self.port, exc)
                 continue
             local = (self._local_address(ancillary), self.port)
-            remote = (ip_address(peer[0].split("%")[0]), int(peer[1]))
-            out.append((data, local, remote))
+            out.append((data, local, self._peers.endpoint(peer)))
+        return out
+
+    def _read_bound_burst(self) -> list[tuple[bytes, Endpoint, Endpoint]]:
+        """A socket bound to one address: every datagram came to that one,
+        so no IP_PKTINFO to ask for (`recvfrom` builds no ancillary list)."""
+        out = []
+        local = (self.address, self.port)
+        receive, endpoint = self.sock.recvfrom, self._peers.endpoint
+        for _ in range(_RECEIVE_BURST):
+            try:
+                data, peer = receive(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable reported late
+                logger.debug("receive on %s:%d: %s", self.address, self.port, exc)
+                continue
+            out.append((data, local, endpoint(peer)))
         return out
 
     def _local_address(self, ancillary: list[tuple[int, int, bytes]]) -> IPAddress:
@@ -125,12 +145,13 @@ class UdpEndpoint:
         return self.address
 
     def send(self, data: bytes, local: IPAddress, remote: Endpoint) -> None:
-        target = (str(remote[0]), remote[1])
-        ancillary = []
-        if self.wildcard and not local.is_unspecified:
-            ancillary.append(self._source_ancillary(local))
+        target = (self._peers.text(remote[0]), remote[1])
         try:
-            self.sock.sendmsg([data], ancillary, 0, target)
+            if self.wildcard and not local.is_unspecified:
+                ancillary = [self._source_ancillary(local)]
+                self.sock.sendmsg([data], ancillary, 0, target)
+            else:
+                self.sock.sendto(data, target)
         except (BlockingIOError, InterruptedError):
             logger.debug("send buffer full, dropped a datagram to %s", target)
         except OSError as exc:
@@ -148,6 +169,36 @@ class UdpEndpoint:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class PeerAddresses:
+    """Address objects for the socket addresses the kernel gives as text,
+    and text for the address objects we send to, each made once: IKE
+    comes from few peers, and `ip_address` costs more than the rest of
+    a receive. Bounded, so spoofed sources cannot grow it."""
+
+    def __init__(self, limit: int = _PEERS_KEPT) -> None:
+        self._limit = limit
+        self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
+        self._texts: dict[IPAddress, str] = {}
+
+    def endpoint(self, peer: tuple[Any, ...]) -> Endpoint:
+        """(address, port) of a socket address from `recvfrom`/`recvmsg`."""
+        found = self._endpoints.get(peer)
+        if found is None:
+            if len(self._endpoints) >= self._limit:
+                self._endpoints.clear()
+            address = ip_address(peer[0].split("%")[0])
+            found = self._endpoints[peer] = (address, int(peer[1]))
+        return found
+
+    def text(self, address: IPAddress) -> str:
+        found = self._texts.get(address)
+        if found is None:
+            if len(self._texts) >= self._limit:
+                self._texts.clear()
+            found = self._texts[address] = str(address)
+        return found
 
 
 ESP_SOCKET_BUFFER = 8 * 1024 * 1024
@@ -281,7 +332,7 @@ class UdpTransport:
 
         def on_other(
             data: bytes, ancillary: list[tuple[int, int, bytes]], peer: tuple[Any, ...]
-        ) -> None:  # on the data plane's thread
+        ) -> None:  # on the data plane's thread: not the loop's address cache
             local = (endpoint._local_address(ancillary), endpoint.port)
             remote = (ip_address(peer[0].split("%")[0]), int(peer[1]))
             loop.call_soon_threadsafe(self._deliver, endpoint, data, local, remote)

@@ -9,12 +9,18 @@ connection and child names, exchange names, reasons and SPIs: never keys.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from qsgw.ike.events import (
@@ -77,7 +83,62 @@ class Snapshot:
 
 SnapshotSource = Callable[[], Snapshot]
 
-_Metric = TypeVar("_Metric", Counter, Histogram)
+
+class CounterFamily:
+    """A counter with labels, kept as plain numbers per label tuple.
+
+    Events come several times per IKE message: an increment is one
+    dictionary update, with no lock (everything counted runs on the
+    daemon's event loop, as the scrapes do). The samples are made when
+    Prometheus scrapes.
+    """
+
+    def __init__(self, name: str, text: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.text = text
+        self.labels = tuple(labels)
+        self.counts: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *values: str) -> None:
+        counts = self.counts
+        counts[values] = counts.get(values, 0) + 1
+
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.text, labels=self.labels)
+        for values, count in sorted(self.counts.items()):
+            family.add_metric(values, count)
+        return family
+
+
+class HistogramFamily:
+    """A histogram with labels: bucket counts and a sum per label tuple."""
+
+    def __init__(
+        self, name: str, text: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self.name = name
+        self.text = text
+        self.labels = tuple(labels)
+        self.bounds = tuple(buckets)
+        # per label tuple: counts per bucket (the last one is +Inf), sum
+        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+
+    def observe(self, amount: float, *values: str) -> None:
+        series = self.series.get(values)
+        if series is None:
+            series = self.series[values] = ([0] * (len(self.bounds) + 1), [0.0])
+        counts, total = series
+        counts[bisect_left(self.bounds, amount)] += 1
+        total[0] += amount
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self.name, self.text, labels=self.labels)
+        edges = [repr(float(b)) for b in self.bounds] + ["+Inf"]
+        for values, (counts, total) in sorted(self.series.items()):
+            cumulative = list(accumulate(counts))
+            buckets = list(zip(edges, cumulative, strict=True))
+            family.add_metric(values, buckets, total[0])
+        return family
 
 
 class GatewayMetrics:
@@ -87,9 +148,6 @@ class GatewayMetrics:
         self, snapshot: SnapshotSource, *, version: str, data_plane: str
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        # labelled children by (metric, label values): prometheus_client's
-        # labels() validates and locks on every call, and events come per message
-        self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
         self._define_counters()
         self._define_histograms()
         info = Gauge(
@@ -99,11 +157,16 @@ class GatewayMetrics:
             registry=self.registry,
         )
         info.labels(version, data_plane).set(1)
+        self.registry.register(_EventCollector(self))
         self.registry.register(_SnapshotCollector(snapshot))
 
     def _define_counters(self) -> None:
-        def counter(name: str, text: str, labels: Sequence[str]) -> Counter:
-            return Counter(name, text, labels, registry=self.registry)
+        self.counters: list[CounterFamily] = []
+
+        def counter(name: str, text: str, labels: Sequence[str]) -> CounterFamily:
+            family = CounterFamily(name, text, labels)
+            self.counters.append(family)
+            return family
 
         self.exchanges = counter(
             "qsgw_ike_exchanges", "IKE exchanges completed", ["exchange", "role"]
@@ -121,7 +184,7 @@ class GatewayMetrics:
         )
         self._define_sa_counters(counter)
 
-    def _define_sa_counters(self, counter: Callable[..., Counter]) -> None:
+    def _define_sa_counters(self, counter: Callable[..., CounterFamily]) -> None:
         self.ike_established = counter(
             "qsgw_ike_sas_established", "IKE SAs established", ["connection", "role"]
         )
@@ -157,20 +220,19 @@ class GatewayMetrics:
         )
 
     def _define_histograms(self) -> None:
-        self.handshake_duration = Histogram(
+        self.handshake_duration = HistogramFamily(
             "qsgw_ike_handshake_duration_seconds",
             "Time from the first IKE_SA_INIT request to an established IKE SA",
             ["role"],
-            buckets=HANDSHAKE_BUCKETS,
-            registry=self.registry,
+            HANDSHAKE_BUCKETS,
         )
-        self.exchange_duration = Histogram(
+        self.exchange_duration = HistogramFamily(
             "qsgw_ike_exchange_duration_seconds",
             "Time from request to response of exchanges we initiated",
             ["exchange"],
-            buckets=HANDSHAKE_BUCKETS,
-            registry=self.registry,
+            HANDSHAKE_BUCKETS,
         )
+        self.histograms = [self.handshake_duration, self.exchange_duration]
 
     def observe(self, event: Event) -> None:
         """Count one event from the IKE core."""
@@ -178,16 +240,8 @@ class GatewayMetrics:
         if handler is not None:
             handler(self, event)
 
-    def labelled(self, metric: _Metric, *values: str) -> _Metric:
-        """`metric.labels(*values)`, looked up once per label tuple."""
-        key = (id(metric), values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return cast(_Metric, child)
-
     def reload_done(self, ok: bool) -> None:
-        self.labelled(self.reloads, "ok" if ok else "refused").inc()
+        self.reloads.inc("ok" if ok else "refused")
 
     def exposition(self) -> bytes:
         """The text exposition format, as served on /metrics."""
@@ -203,54 +257,54 @@ def _kind(response: bool) -> str:
 
 
 def _on_exchange(m: GatewayMetrics, e: ExchangeCompleted) -> None:
-    m.labelled(m.exchanges, e.exchange, _role(e.initiator)).inc()
+    m.exchanges.inc(e.exchange, _role(e.initiator))
     if e.initiator:
-        m.labelled(m.exchange_duration, e.exchange).observe(e.duration)
+        m.exchange_duration.observe(e.duration, e.exchange)
 
 
 def _on_sent(m: GatewayMetrics, e: MessageSent) -> None:
-    m.labelled(m.messages_sent, e.exchange, _kind(e.response)).inc()
+    m.messages_sent.inc(e.exchange, _kind(e.response))
 
 
 def _on_received(m: GatewayMetrics, e: MessageReceived) -> None:
-    m.labelled(m.messages_received, e.exchange, _kind(e.response)).inc()
+    m.messages_received.inc(e.exchange, _kind(e.response))
 
 
 def _on_rejected(m: GatewayMetrics, e: MessageRejected) -> None:
-    m.labelled(m.messages_rejected, e.reason).inc()
+    m.messages_rejected.inc(e.reason)
 
 
 def _on_ike_established(m: GatewayMetrics, e: IkeSaEstablished) -> None:
-    m.labelled(m.ike_established, e.connection, _role(e.initiator)).inc()
-    m.labelled(m.handshake_duration, _role(e.initiator)).observe(e.duration)
+    m.ike_established.inc(e.connection, _role(e.initiator))
+    m.handshake_duration.observe(e.duration, _role(e.initiator))
 
 
 def _on_ike_failed(m: GatewayMetrics, e: IkeSaFailed) -> None:
-    m.labelled(m.ike_failed, e.connection, e.reason).inc()
+    m.ike_failed.inc(e.connection, e.reason)
 
 
 def _on_ike_deleted(m: GatewayMetrics, e: IkeSaDeleted) -> None:
-    m.labelled(m.ike_deleted, e.connection, e.reason).inc()
+    m.ike_deleted.inc(e.connection, e.reason)
 
 
 def _on_ike_rekeyed(m: GatewayMetrics, e: IkeSaRekeyed) -> None:
-    m.labelled(m.ike_rekeys, e.connection).inc()
+    m.ike_rekeys.inc(e.connection)
 
 
 def _on_child_established(m: GatewayMetrics, e: ChildSaEstablished) -> None:
-    m.labelled(m.child_established, e.connection, e.child).inc()
+    m.child_established.inc(e.connection, e.child)
 
 
 def _on_child_rekeyed(m: GatewayMetrics, e: ChildSaRekeyed) -> None:
-    m.labelled(m.child_rekeys, e.connection, e.child).inc()
+    m.child_rekeys.inc(e.connection, e.child)
 
 
 def _on_child_deleted(m: GatewayMetrics, e: ChildSaDeleted) -> None:
-    m.labelled(m.child_deleted, e.connection, e.child, e.reason).inc()
+    m.child_deleted.inc(e.connection, e.child, e.reason)
 
 
 def _on_liveness(m: GatewayMetrics, e: LivenessFailed) -> None:
-    m.labelled(m.liveness_failures, e.connection).inc()
+    m.liveness_failures.inc(e.connection)
 
 
 _HANDLERS: dict[type, Callable[[GatewayMetrics, object], None]] = {
@@ -267,6 +321,22 @@ _HANDLERS: dict[type, Callable[[GatewayMetrics, object], None]] = {
     ChildSaDeleted: _on_child_deleted,  # type: ignore[dict-item]
     LivenessFailed: _on_liveness,  # type: ignore[dict-item]
 }
+
+
+class _EventCollector:
+    """The counters and histograms fed by events, as metric families."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for counter in self._metrics.counters:
+            yield counter.family()
+        for histogram in self._metrics.histograms:
+            yield histogram.family()
 
 
 class _SnapshotCollector:
