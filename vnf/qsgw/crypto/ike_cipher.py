@@ -12,6 +12,7 @@ Two shapes behind one `IkeCipher` interface:
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 
@@ -153,8 +154,10 @@ class AesCbcHmacIkeCipher:
         return decryptor.update(ciphertext) + decryptor.finalize()
 
 
+@functools.lru_cache(maxsize=64)
 def ike_cipher(encr_id: int, key_bits: int | None, integ_id: int | None) -> IkeCipher:
-    """The SK payload protection for an ENCR (+ INTEG) transform choice.
+    """The SK payload protection for an ENCR (+ INTEG) transform choice
+    (keyless and immutable: one per choice, made once).
 
     `integ_id` None or 0 means no integrity transform (required for AEAD,
     refused for AES-CBC).

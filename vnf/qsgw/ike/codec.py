@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from qsgw.ike.constants import (
     GENERIC_PAYLOAD_HEADER_SIZE,
@@ -81,6 +81,8 @@ _ATTRIBUTE = struct.Struct("!HH")
 _SELECTOR = struct.Struct("!BBHHH")
 _NOTIFY = struct.Struct("!BBH")
 _DELETE = struct.Struct("!BBH")
+_KE = struct.Struct("!HH")  # Key Exchange Method Num, RESERVED
+_SKF_FIELDS = struct.Struct("!HH")  # Fragment Number, Total Fragments
 
 _LAST = 0
 _MORE_PROPOSALS = 2  # RFC 7296 §3.3.1 "Last Substruc"
@@ -238,12 +240,21 @@ def parse_payloads(
 def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
     """(type of the first payload, the chained payload octets)."""
     items = list(payloads)
+    if not items:
+        return PayloadType.NONE, b""
+    types = [payload_type(p) for p in items]
+    # each generic header names the next payload's type; the last names none
+    following = [*types[1:], PayloadType.NONE]
     chunks: list[bytes] = []
-    for index, payload in enumerate(items):
-        is_last = index == len(items) - 1
-        chunks.append(_encode_one(payload, items[index + 1] if not is_last else None))
-    first_type = payload_type(items[0]) if items else PayloadType.NONE
-    return first_type, b"".join(chunks)
+    for payload, next_type in zip(items, following, strict=True):
+        if isinstance(payload, EncryptedPayload | EncryptedFragmentPayload):
+            if next_type != PayloadType.NONE:
+                raise ValueError("SK/SKF must be the last payload")
+            next_type = payload.first_inner
+        body = _body(payload)
+        chunks.append(encode_generic_header(next_type, payload.critical, len(body)))
+        chunks.append(body)
+    return types[0], b"".join(chunks)
 
 
 def encode_generic(next_type: int, critical: bool, body: bytes) -> bytes:
@@ -268,16 +279,6 @@ def _generic_payload(data: bytes, offset: int) -> tuple[int, bool, bytes]:
         raise invalid_syntax("bad-length")
     body = data[offset + GENERIC_PAYLOAD_HEADER_SIZE : offset + length]
     return next_type, bool(flags & CRITICAL), body
-
-
-def _encode_one(payload: Payload, following: Payload | None) -> bytes:
-    match payload:
-        case EncryptedPayload() | EncryptedFragmentPayload():
-            if following is not None:
-                raise ValueError("SK/SKF must be the last payload")
-            return encode_generic(payload.first_inner, payload.critical, _body(payload))
-    next_type = payload_type(following) if following is not None else 0
-    return encode_generic(next_type, payload.critical, _body(payload))
 
 
 # ---------------------------------------------------------------- one payload
@@ -706,35 +707,57 @@ _PARSERS: dict[int, Callable[[int, bool, bytes], Payload]] = {
 
 def _body(payload: Payload) -> bytes:
     """The payload's octets after its generic header."""
-    match payload:
-        case SaPayload():
-            return _encode_sa(payload)
-        case KePayload(method=method, data=data):
-            return struct.pack("!HH", method, 0) + data
-        case IdPayload():
-            return payload.body
-        case CertPayload(encoding=encoding, data=data):
-            return bytes([encoding]) + data
-        case CertReqPayload(encoding=encoding, data=data):
-            return bytes([encoding]) + data
-        case AuthPayload(method=method, data=data):
-            return bytes([int(method), 0, 0, 0]) + data
-        case NotifyPayload():
-            return _encode_notify(payload)
-        case DeletePayload():
-            return _encode_delete(payload)
-        case TsPayload():
-            return _encode_ts(payload)
-        case ConfigPayload():
-            return _encode_cp(payload)
-        case EncryptedFragmentPayload(fragment_number=number, total_fragments=total):
-            return struct.pack("!HH", number, total) + payload.body
-        case (
-            NoncePayload(data=data)
-            | VendorIdPayload(data=data)
-            | EapPayload(data=data)
-            | EncryptedPayload(body=data)
-            | UnknownPayload(body=data)
-        ):
-            return data
-    raise TypeError(f"not a payload: {type(payload).__name__}")
+    encoder = _BODY_ENCODERS.get(type(payload))
+    if encoder is None:
+        raise TypeError(f"not a payload: {type(payload).__name__}")
+    return encoder(payload)
+
+
+def _encode_ke(payload: KePayload) -> bytes:
+    return _KE.pack(payload.method, 0) + payload.data
+
+
+def _encode_id(payload: IdPayload) -> bytes:
+    return payload.body
+
+
+def _encode_cert(payload: CertPayload | CertReqPayload) -> bytes:
+    return bytes([payload.encoding]) + payload.data
+
+
+def _encode_auth(payload: AuthPayload) -> bytes:
+    return bytes([int(payload.method), 0, 0, 0]) + payload.data
+
+
+def _encode_fragment(payload: EncryptedFragmentPayload) -> bytes:
+    numbers = _SKF_FIELDS.pack(payload.fragment_number, payload.total_fragments)
+    return numbers + payload.body
+
+
+def _encode_data(payload: NoncePayload | VendorIdPayload | EapPayload) -> bytes:
+    return payload.data
+
+
+def _encode_raw(payload: EncryptedPayload | UnknownPayload) -> bytes:
+    return payload.body
+
+
+# by class: one dictionary lookup per payload instead of a match on classes
+_BODY_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    SaPayload: _encode_sa,
+    KePayload: _encode_ke,
+    IdPayload: _encode_id,
+    CertPayload: _encode_cert,
+    CertReqPayload: _encode_cert,
+    AuthPayload: _encode_auth,
+    NotifyPayload: _encode_notify,
+    DeletePayload: _encode_delete,
+    TsPayload: _encode_ts,
+    ConfigPayload: _encode_cp,
+    EncryptedFragmentPayload: _encode_fragment,
+    NoncePayload: _encode_data,
+    VendorIdPayload: _encode_data,
+    EapPayload: _encode_data,
+    EncryptedPayload: _encode_raw,
+    UnknownPayload: _encode_raw,
+}

@@ -58,6 +58,16 @@ _CANDIDATE_CACHE_SIZE = 4096
 _SPI_PRUNE_MINIMUM = 4096  # new_spi: SPIs remembered before the first pruning
 
 
+# RFC 7296 §3.1: the Initiator and Response bits, by (our role, response);
+# made once, as `|` on IntFlag builds a new member each time
+_HEADER_FLAGS = {
+    (initiator, response): (HeaderFlag.INITIATOR if initiator else HeaderFlag.NONE)
+    | (HeaderFlag.RESPONSE if response else HeaderFlag.NONE)
+    for initiator in (False, True)
+    for response in (False, True)
+}
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     """Engine-wide tunables; defaults follow strongSwan's charon.opt."""
@@ -441,17 +451,8 @@ class IkeEngine:
     def header(
         self, sa: IkeSa, exchange: int, message_id: int, *, response: bool
     ) -> IkeHeader:
-        flags = HeaderFlag.INITIATOR if sa.initiator else HeaderFlag.NONE
-        if response:
-            flags |= HeaderFlag.RESPONSE
-        return IkeHeader(
-            spi_i=sa.spi_i,
-            spi_r=sa.spi_r,
-            next_payload=0,
-            exchange=exchange,
-            flags=flags,
-            message_id=message_id,
-        )
+        flags = _HEADER_FLAGS[sa.initiator, response]
+        return IkeHeader(sa.spi_i, sa.spi_r, 0, exchange, flags, message_id)
 
     def _transmit(
         self, sa: IkeSa, datagrams: list[bytes], exchange: int, *, response: bool

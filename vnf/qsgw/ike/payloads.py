@@ -231,6 +231,9 @@ Payload = (
 
 def payload_type(payload: Payload) -> int:
     """The Payload Type number of `payload` as it goes on the wire."""
+    found = _PAYLOAD_TYPES.get(type(payload))
+    if found is not None:
+        return found
     match payload:
         case IdPayload(initiator=True):
             return PayloadType.IDi
@@ -242,7 +245,7 @@ def payload_type(payload: Payload) -> int:
             return PayloadType.TSr
         case UnknownPayload(type=t):
             return t
-    return _PAYLOAD_TYPES[type(payload)]
+    raise TypeError(f"not a payload: {type(payload).__name__}")
 
 
 _PAYLOAD_TYPES: dict[type, int] = {
@@ -274,17 +277,26 @@ class Message:
     payloads: tuple[Payload, ...]
     encrypted: bool = False
     raw: bytes = field(default=b"", compare=False, repr=False)
+    # the Notify payloads by type, made on the first `notifies` call
+    _notify_index: dict[int, tuple[NotifyPayload, ...]] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
 
     @property
     def exchange(self) -> int:
         return int(self.header.exchange)
 
-    def notifies(self, notify_type: NotifyType) -> list[NotifyPayload]:
-        return [
-            p
-            for p in self.payloads
-            if isinstance(p, NotifyPayload) and p.type == notify_type
-        ]
+    def notifies(self, notify_type: int) -> tuple[NotifyPayload, ...]:
+        """The Notify payloads of this type, in message order."""
+        index = self._notify_index
+        if index is None:
+            found: dict[int, list[NotifyPayload]] = {}
+            for p in self.payloads:
+                if isinstance(p, NotifyPayload):
+                    found.setdefault(int(p.type), []).append(p)
+            index = {kind: tuple(group) for kind, group in found.items()}
+            object.__setattr__(self, "_notify_index", index)
+        return index.get(notify_type, ())
 
     def first(self, kind: type) -> Payload | None:
         for p in self.payloads:

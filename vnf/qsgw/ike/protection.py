@@ -22,13 +22,11 @@ from qsgw.ike.codec import (
     encode_generic_header,
     encode_header,
     encode_payloads,
-    parse_message,
     parse_payloads,
 )
 from qsgw.ike.constants import GENERIC_PAYLOAD_HEADER_SIZE, IKE_HEADER_SIZE, PayloadType
 from qsgw.ike.errors import drop
 from qsgw.ike.payloads import (
-    EncryptedFragmentPayload,
     EncryptedPayload,
     IkeHeader,
     Message,
@@ -166,30 +164,32 @@ def intauth_octets(raw: bytes, inner_plaintext: bytes) -> tuple[bytes, bytes]:
     Encrypted payload's Length to len(P) + 4; an SKF becomes SK and loses
     its Fragment Number and Total Fragments. P is `inner_plaintext`.
     """
-    message = parse_message(raw)
-    encrypted = encrypted_payload(message)
-    match encrypted:
-        case EncryptedPayload():
-            offset = len(raw) - len(encrypted.body) - GENERIC_PAYLOAD_HEADER_SIZE
-        case EncryptedFragmentPayload(fragment_number=1):
-            offset = len(raw) - len(encrypted.body) - GENERIC_PAYLOAD_HEADER_SIZE - 4
-        case _:
+    field, offset = _encrypted_payload_offset(raw)
+    if raw[field] == PayloadType.SKF:
+        number = int.from_bytes(raw[offset + 4 : offset + 6], "big")
+        if number != 1:
             raise drop("not-first-fragment")
 
     head = bytearray(raw[:offset])
-    head[_next_payload_field(raw, offset)] = PayloadType.SK
+    head[field] = PayloadType.SK
     sk_length = GENERIC_PAYLOAD_HEADER_SIZE + len(inner_plaintext)
     total = offset + sk_length
     head[_LENGTH_OFFSET:IKE_HEADER_SIZE] = struct.pack("!I", total)
-    sk_header = bytes([encrypted.first_inner, raw[offset + 1]])
+    sk_header = bytes([raw[offset], raw[offset + 1]])
     sk_header += struct.pack("!H", sk_length)
     return bytes(head) + sk_header, inner_plaintext
 
 
-def _next_payload_field(raw: bytes, target: int) -> int:
-    """Where the Next Payload field naming the payload at `target` sits."""
+def _encrypted_payload_offset(raw: bytes) -> tuple[int, int]:
+    """(where the Next Payload field naming it sits, where it starts) of the
+    SK or SKF payload: a walk along the generic payload headers, which a
+    parse of the message has checked (RFC 7296 §3.14: it is the last)."""
     field, offset = _NEXT_PAYLOAD_OFFSET, IKE_HEADER_SIZE
-    while offset < target:
-        field = offset
-        offset += int.from_bytes(raw[offset + 2 : offset + 4], "big")
-    return field
+    while offset + GENERIC_PAYLOAD_HEADER_SIZE <= len(raw):
+        if raw[field] in (PayloadType.SK, PayloadType.SKF):
+            return field, offset
+        length = int.from_bytes(raw[offset + 2 : offset + 4], "big")
+        if length < GENERIC_PAYLOAD_HEADER_SIZE:
+            break
+        field, offset = offset, offset + length
+    raise drop("not-encrypted")

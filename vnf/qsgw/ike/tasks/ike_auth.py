@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -378,7 +379,7 @@ def _verify(sa: IkeSa, spec: ConnectionSpec, message: Message) -> _Verified:
     return _Verified(keys, ppk)
 
 
-def _our_ppk(spec: ConnectionSpec, identities: list[NotifyPayload]) -> Ppk | None:
+def _our_ppk(spec: ConnectionSpec, identities: Sequence[NotifyPayload]) -> Ppk | None:
     for notify in identities:
         for ppk in spec.ppks:
             if notify.data == _ppk_identity(ppk).data:

@@ -12,6 +12,7 @@ SIGNATURE_HASH_ALGORITHMS (RFC 7427).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -138,21 +139,40 @@ def announcements(
     those the initiator announced too."""
 
     def offered(notify: int) -> bool:
-        return peer is None or bool(peer.notifies(NotifyType(notify)))
+        return peer is None or bool(peer.notifies(notify))
 
+    fragmentation = spec.fragmentation and offered(
+        NotifyType.IKEV2_FRAGMENTATION_SUPPORTED
+    )
+    intermediate = addke and offered(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED)
+    use_ppk = bool(spec.ppks) and offered(NotifyType.USE_PPK)
+    childless = spec.childless != Childless.NEVER
+    return list(_announced(fragmentation, intermediate, use_ppk, childless))
+
+
+_SIGNATURE_HASHES = b"".join(
+    int(h).to_bytes(2, "big")
+    for h in (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512)
+)
+
+
+@functools.cache
+def _announced(
+    fragmentation: bool, intermediate: bool, use_ppk: bool, childless: bool
+) -> tuple[Payload, ...]:
+    """The notifies for one combination of capabilities, made once."""
     out: list[Payload] = []
-    if spec.fragmentation and offered(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED):
+    if fragmentation:
         out.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
-    hashes = (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512)
-    data = b"".join(int(h).to_bytes(2, "big") for h in hashes)
+    data = _SIGNATURE_HASHES
     out.append(NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, data=data))
-    if addke and offered(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED):
+    if intermediate:
         out.append(NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED))
-    if spec.ppks and offered(NotifyType.USE_PPK):
+    if use_ppk:
         out.append(NotifyPayload(NotifyType.USE_PPK))
-    if spec.childless != Childless.NEVER:
+    if childless:
         out.append(NotifyPayload(CHILDLESS_IKEV2_SUPPORTED))
-    return out
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- NAT-D
@@ -194,10 +214,7 @@ def capabilities(sa: IkeSa, message: Message) -> None:
         message.notifies(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)
     )
     sa.peer_use_ppk = bool(message.notifies(NotifyType.USE_PPK))
-    sa.peer_childless = any(
-        isinstance(p, NotifyPayload) and p.type == CHILDLESS_IKEV2_SUPPORTED
-        for p in message.payloads
-    )
+    sa.peer_childless = bool(message.notifies(CHILDLESS_IKEV2_SUPPORTED))
 
 
 # ---------------------------------------------------------------- keys

@@ -66,10 +66,12 @@ class Reply:
 def exchange_name(exchange: int | None) -> str:
     if exchange is None:
         return ""
-    try:
-        return ExchangeType(exchange).name
-    except ValueError:
-        return str(exchange)
+    name = _EXCHANGE_NAMES.get(exchange)
+    return name if name is not None else str(exchange)
+
+
+# several events per message name their exchange: no enum call each time
+_EXCHANGE_NAMES = {int(e): e.name for e in ExchangeType}
 
 
 @dataclass(frozen=True, slots=True)
