@@ -6,12 +6,13 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Iterator
 from ipaddress import IPv6Address
 from pathlib import Path
 
 import pytest
 
-from qsgw.daemon import cli
+from qsgw.daemon import cli, logs
 from qsgw.daemon.logs import JsonFormatter, SaLogger
 from qsgw.daemon.transport import Endpoint, UdpEndpoint
 
@@ -126,3 +127,63 @@ def test_ipv6_wildcard_socket_learns_the_local_address() -> None:
         IPv6Address("::1"),
         IPv6Address("::1"),
     )
+
+
+@pytest.fixture
+def daemon_log(tmp_path: Path) -> Iterator[Path]:
+    """The daemon's logging set-up on a file; the test's own put back after."""
+    root, qsgw = logging.getLogger(), logging.getLogger("qsgw")
+    saved = (list(root.handlers), root.level, qsgw.level)
+    switches = (logging.logThreads, logging.logProcesses, logging._srcfile)
+    path = tmp_path / "qsgw.log"
+    logs.configure("info", "text", path)
+    yield path
+    logs.defer_flushes(False)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+    qsgw.setLevel(saved[2])
+    logging.logThreads, logging.logProcesses, logging._srcfile = switches
+
+
+def test_deferred_info_lines_wait_for_a_flush_or_a_warning(daemon_log: Path) -> None:
+    log = logging.getLogger("qsgw.test")
+    logs.defer_flushes(True)
+
+    log.info("IKE SA established")
+    assert daemon_log.read_text() == ""
+    log.warning("peer is not responding")
+    lines = daemon_log.read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "IKE SA established",
+        "peer is not responding",
+    ]
+
+    log.info("IKE SA deleted")
+    assert len(daemon_log.read_text().splitlines()) == 2
+    logs.flush()
+    assert daemon_log.read_text().splitlines()[-1].endswith(": IKE SA deleted")
+
+
+def test_without_deferring_every_line_is_written_at_once(daemon_log: Path) -> None:
+    logs.defer_flushes(True)
+    logging.getLogger("qsgw.test").info("waiting")
+    logs.defer_flushes(False)  # writes what waited
+    assert daemon_log.read_text().endswith(": waiting\n")
+
+    logging.getLogger("qsgw.test").info("at once")
+    assert daemon_log.read_text().endswith(": at once\n")
+
+
+def test_text_lines_carry_the_time_to_the_millisecond(daemon_log: Path) -> None:
+    logging.getLogger("qsgw.test").info("first")
+    logging.getLogger("qsgw.test").info("second")
+
+    stamps = [line[:23] for line in daemon_log.read_text().splitlines()]
+    for stamp in stamps:
+        time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")
+        assert stamp[19] == "," and stamp[20:].isdigit()
+    assert stamps[0] <= stamps[1]

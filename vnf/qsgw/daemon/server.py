@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qsgw import __version__
-from qsgw.daemon import control
+from qsgw.daemon import control, logs
 from qsgw.daemon.config import ConfigError, GatewayConfig, load_config
 from qsgw.daemon.dataplane import (
     ChildInstaller,
@@ -72,6 +72,8 @@ Clock = Callable[[], float]
 # that no set-up waits for an X25519 or ML-KEM key generation
 _KEYS_AHEAD = 2
 _SHUTDOWN_POLL = 0.02
+# INFO and DEBUG lines wait in the log buffer at most this long (logs.py)
+_LOG_FLUSH_INTERVAL = 0.2
 
 
 class Gateway:
@@ -106,6 +108,7 @@ class Gateway:
         self._transport: UdpTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._log_flush: asyncio.TimerHandle | None = None
         self._config_seen = _fingerprint(config.source)
         self._timer_deadline: float | None = None  # what _timer is armed for
         self._servers: list[asyncio.Server] = []
@@ -159,6 +162,8 @@ class Gateway:
             )
             self._servers.append(server)
         self._load_connections((), self.config.connections)
+        logs.defer_flushes(True)
+        self._flush_logs()
         logger.info(
             "qsgw %s started: %d connections, data plane %s, IKE on %s ports %d/%d",
             __version__,
@@ -220,6 +225,8 @@ class Gateway:
             self._timer.cancel()
         if self._watch is not None:
             self._watch.cancel()
+        if self._log_flush is not None:
+            self._log_flush.cancel()
         for server in self._servers:
             server.close()
             await server.wait_closed()
@@ -235,6 +242,7 @@ class Gateway:
         except Exception as exc:
             logger.error("data plane close failed: %s", exc)
         logger.info("stopped")
+        logs.defer_flushes(False)
 
     # --- engine I/O -----------------------------------------------------------
 
@@ -288,6 +296,13 @@ class Gateway:
         if self.engine.keys.wanted and not self._making_keys and self._loop:
             self._making_keys = True
             self._loop.call_soon(self._make_keys)
+
+    def _flush_logs(self) -> None:
+        logs.flush()
+        if self._loop is not None and not self._closed:
+            self._log_flush = self._loop.call_later(
+                _LOG_FLUSH_INTERVAL, self._flush_logs
+            )
 
     def _make_keys(self) -> None:
         """One key pair per turn of the loop, so a message waits for one at most."""
