@@ -148,11 +148,14 @@ class Link:
         self.nat = nat  # the initiator sits behind a NAPT
 
     def collect(self) -> list[Hop]:
-        """Move what both engines want to send onto the wire."""
+        """Move what both engines want to send onto the wire; then, as the
+        daemon does once its datagrams have left, the work they put aside."""
         for dg in self.i.engine.datagrams_to_send():
             self.in_flight.append(Hop(dg, to_responder=True))
         for dg in self.r.engine.datagrams_to_send():
             self.in_flight.append(Hop(dg, to_responder=False))
+        self.i.engine.run_deferred()
+        self.r.engine.run_deferred()
         return self.in_flight
 
     def take(self) -> list[Hop]:

@@ -55,6 +55,52 @@ def test_each_side_reports_the_exchanges_it_completed_and_their_durations() -> N
     ]
 
 
+def _deliver_without_deferred_work(link: Link, to_responder: bool) -> None:
+    """Hand the next datagram over as the daemon does, but leave the work
+    the sender put aside undone (as if it had not got to it yet)."""
+    sender = link.i if to_responder else link.r
+    receiver = link.r if to_responder else link.i
+    for datagram in sender.engine.datagrams_to_send():
+        receiver.engine.receive_datagram(
+            datagram.data, datagram.remote, datagram.local, link.now
+        )
+
+
+def test_responder_answers_ike_sa_init_before_deriving_its_keys() -> None:
+    link = Link(
+        connection(initiator=True, proposal=HYBRID),
+        connection(initiator=False, proposal=HYBRID),
+    )
+    link.initiate()
+    # IKE_SA_INIT { SA, KEi, Ni } -->
+    _deliver_without_deferred_work(link, to_responder=True)
+
+    (sa_r,) = link.r.engine.sas.values()
+    assert sa_r.keys is None  # put aside: the response does not need them
+    answer = link.r.engine.datagrams_to_send()
+    assert len(answer) == 1
+    link.r.engine.run_deferred()
+    assert sa_r.keys is not None
+
+
+def test_work_put_aside_is_done_before_the_next_message_of_the_sa() -> None:
+    """Neither side runs `run_deferred`: each entry point does it first."""
+    link = Link(
+        connection(initiator=True, proposal=HYBRID, ppks=(ppk(),)),
+        connection(initiator=False, proposal=HYBRID, ppks=(ppk(),)),
+    )
+    link.initiate()
+    # IKE_SA_INIT, IKE_INTERMEDIATE (ML-KEM-768) and IKE_AUTH, both ways
+    for _ in range(3):
+        _deliver_without_deferred_work(link, to_responder=True)
+        _deliver_without_deferred_work(link, to_responder=False)
+
+    (ike_i,) = link.i.engine.ike_sas()
+    (ike_r,) = link.r.engine.ike_sas()
+    assert ike_i.state == ike_r.state == "ESTABLISHED"
+    assert ike_i.ppk and ike_r.ppk
+
+
 def test_nat_is_detected_and_both_float_to_port_4500() -> None:
     # a responder for peers from anywhere, as behind a NAT
     responder = connection(initiator=False, remote_addresses=())

@@ -275,8 +275,9 @@ class Gateway:
         """Apply the engine's events, send what it wants sent, re-arm the timer.
 
         Child SAs first: one is in the data plane before the message that
-        lets the peer use it leaves (make-before-break on rekey). Metrics,
-        logs and waiting commands come after the messages have left.
+        lets the peer use it leaves (make-before-break on rekey). The work
+        the engine put aside (`IkeEngine.defer`), metrics, logs and waiting
+        commands come after the messages have left.
         """
         transport = self._transport
         datagrams = self.engine.datagrams_to_send()
@@ -289,6 +290,8 @@ class Gateway:
         if transport is not None:
             for datagram in datagrams:
                 transport.send_ike(datagram.data, datagram.local, datagram.remote)
+        # key derivations for the next messages, while the peer reads ours
+        self.engine.run_deferred()
         for event in events:
             self._observe(event)
         self._resolve_waiters()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from qsgw.crypto.api import Random
@@ -133,6 +133,8 @@ class IkeEngine:
         # inbound ESP SPIs handed out: a superset of our Child SAs' (new_spi)
         self._spis: set[bytes] = set()
         self._spis_limit = _SPI_PRUNE_MINIMUM
+        # derivations no datagram waits for (`defer`)
+        self._deferred: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------ public API
 
@@ -141,6 +143,7 @@ class IkeEngine:
     ) -> None:
         """One IKE message (without non-ESP marker) as received."""
         self.now = now
+        self.run_deferred()
         try:
             dispatch.receive(self, data, local, remote, now)
             self._run_queues(now)
@@ -153,11 +156,13 @@ class IkeEngine:
     def initiate(self, connection: str, now: float, child: str | None = None) -> int:
         """Start an IKE SA (and its first Child SA); returns its unique id."""
         self.now = now
+        self.run_deferred()
         spec = self.connection(connection)
         return ike_init.initiate(self, spec, child, now)
 
     def terminate_ike(self, ike_sa_id: int, now: float) -> None:
         self.now = now
+        self.run_deferred()
         sa = self.sas.get(ike_sa_id)
         if sa is not None:
             informational.delete_ike(self, sa, now)
@@ -171,6 +176,7 @@ class IkeEngine:
 
     def rekey_ike(self, ike_sa_id: int, now: float) -> None:
         self.now = now
+        self.run_deferred()
         sa = self.sas.get(ike_sa_id)
         if sa is not None and sa.state == IkeSaState.ESTABLISHED:
             create_child.queue_ike_rekey(self, sa)
@@ -178,6 +184,7 @@ class IkeEngine:
 
     def rekey_child(self, child_sa_id: int, now: float) -> None:
         self.now = now
+        self.run_deferred()
         found = self.find_child(child_sa_id)
         if found is not None:
             sa, child = found
@@ -187,6 +194,7 @@ class IkeEngine:
     def child_expired(self, inbound_spi: int, hard: bool, now: float) -> None:
         """A data-plane lifetime ran out: rekey on soft, delete on hard."""
         self.now = now
+        self.run_deferred()
         spi = inbound_spi.to_bytes(4, "big")
         for sa in list(self.sas.values()):
             for child in list(sa.children.values()):
@@ -202,6 +210,7 @@ class IkeEngine:
     def acquire(self, connection: str, child: str, now: float) -> None:
         """Traffic hit a trap policy: bring the Child SA up."""
         self.now = now
+        self.run_deferred()
         spec = self.connection(connection)
         for sa in self.sas.values():
             if sa.connection.name != connection:
@@ -219,6 +228,7 @@ class IkeEngine:
         RFC 7296 §1.3.1); returns its unique id. `child_pending` tells
         whether it is still on its way; `ChildSaEstablished` says it came."""
         self.now = now
+        self.run_deferred()
         sa = self.sas.get(ike_sa_id)
         if sa is None or sa.state != IkeSaState.ESTABLISHED:
             raise ValueError(f"IKE SA #{ike_sa_id} is not established")
@@ -237,6 +247,7 @@ class IkeEngine:
     ) -> None:
         """Reload: SAs of unchanged connections stay; others are deleted."""
         self.now = now
+        self.run_deferred()
         new = {c.name: c for c in connections}
         for sa in list(self.sas.values()):
             if new.get(sa.connection.name) != sa.connection:
@@ -246,6 +257,7 @@ class IkeEngine:
 
     def handle_timer(self, now: float) -> None:
         self.now = now
+        self.run_deferred()
         try:
             due = self._due(now)
             for sa in due:
@@ -268,6 +280,19 @@ class IkeEngine:
             heapq.heappop(heap)
         return None
 
+    def run_deferred(self) -> None:
+        """Do the work `defer` put aside. The shell calls this right after
+        sending `datagrams_to_send`; every other entry point calls it first,
+        so no exchange ever sees an SA with its work still pending."""
+        while self._deferred:
+            work, self._deferred = self._deferred, []
+            for item in work:
+                try:
+                    item()
+                except Exception:
+                    _log.exception("internal error in deferred work")
+                    self.reject("internal-error")
+
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._datagrams = self._datagrams, []
         return out
@@ -277,6 +302,7 @@ class IkeEngine:
         return out
 
     def ike_sas(self) -> list[info.IkeSaInfo]:
+        self.run_deferred()
         return [info.snapshot(sa) for sa in self.sas.values()]
 
     # ------------------------------------------------------------ for tasks
@@ -303,6 +329,12 @@ class IkeEngine:
         unique = self._next_id
         self._next_id += 1
         return unique
+
+    def defer(self, work: Callable[[], None]) -> None:
+        """Put aside work that the datagrams to send do not wait for (the
+        key derivations for the next message) until `run_deferred`: the
+        peer is already working on our message while we do it."""
+        self._deferred.append(work)
 
     def emit(self, event: Event) -> None:
         self._events.append(event)

@@ -235,14 +235,22 @@ def setup_cipher(sa: IkeSa) -> None:
 
 def setup_keys(engine: IkeEngine, sa: IkeSa, shared_secret: bytes) -> None:
     """RFC 7296 §2.14 keys for the chosen proposal."""
+    _setup_algorithms(sa)
+    _derive_keys(sa, shared_secret)
+
+
+def _setup_algorithms(sa: IkeSa) -> None:
     setup_cipher(sa)
-    assert sa.prf is not None and sa.cipher is not None and sa.proposal is not None
-    proposal = sa.proposal
+    assert sa.proposal is not None
     sa.context = keymat.SaContext(sa.ni, sa.nr, sa.spi_i, sa.spi_r)
-    sizes = keymat.KeySizes(sa.cipher.integrity_key_size, sa.cipher.encryption_key_size)
-    sa.keys = keymat.derive_ike_keys(sa.prf, shared_secret, sa.context, sizes)
-    sa.addke_rounds = proposals.additional_ke_methods(proposal)
+    sa.addke_rounds = proposals.additional_ke_methods(sa.proposal)
     sa.ke_methods_done = [(int(TransformType.KE), sa.ke_method)]
+
+
+def _derive_keys(sa: IkeSa, shared_secret: bytes) -> None:
+    assert sa.prf is not None and sa.context is not None
+    sizes = key_sizes(sa)
+    sa.keys = keymat.derive_ike_keys(sa.prf, shared_secret, sa.context, sizes)
 
 
 def key_sizes(sa: IkeSa) -> keymat.KeySizes:
@@ -499,9 +507,11 @@ def _respond(
     sa = _new_responder_sa(engine, spec, message, local, remote, now)
     sa.proposal = chosen
     sa.ke_method = ke.method
-    setup_keys(engine, sa, shared)
+    _setup_algorithms(sa)
     sa.candidates = specs
     _reply(engine, sa, message, raw, ke_data)
+    # the response carries no key: derive them while it travels
+    engine.defer(lambda: _derive_keys(sa, shared))
     return None
 
 

@@ -71,7 +71,13 @@ def start(engine: IkeEngine, sa: IkeSa, now: float) -> None:
     sealed = engine.send_request(
         sa, ExchangeType.IKE_INTERMEDIATE, [payload], on_response, now
     )
-    a_octets, p_octets = sealed.intauth_octets()
+    engine.defer(lambda: _add_intauth_i(sa, sealed))
+
+
+def _add_intauth_i(sa: IkeSa, request: wire.Sealed | wire.Opened) -> None:
+    """IntAuth_i for this round (RFC 9242 §3.3.2)."""
+    assert sa.prf is not None and sa.keys is not None
+    a_octets, p_octets = request.intauth_octets()
     sa.intauth_i = keymat.intauth_step(
         sa.prf, sa.keys.sk_pi, sa.intauth_i, a_octets, p_octets
     )
@@ -118,14 +124,14 @@ def respond(engine: IkeEngine, sa: IkeSa, opened: wire.Opened, now: float) -> Re
     except CryptoError:
         raise ProtocolError(NotifyType.INVALID_SYNTAX, "key-exchange") from None
 
-    assert sa.prf is not None and sa.keys is not None
-    a_octets, p_octets = opened.intauth_octets()
-    sa.intauth_i = keymat.intauth_step(
-        sa.prf, sa.keys.sk_pi, sa.intauth_i, a_octets, p_octets
-    )
-
     def after(sealed: wire.Sealed) -> None:
-        _finish_round(sa, current, shared, sealed)
+        # the response is sealed with this round's keys: IntAuth and the
+        # next keys are for the messages after it
+        def finish() -> None:
+            _add_intauth_i(sa, opened)
+            _finish_round(sa, current, shared, sealed)
+
+        engine.defer(finish)
 
     # <-- IKE_INTERMEDIATE { KEr(n) }
     return Reply([KePayload(method, ke_data)], after)
