@@ -249,16 +249,24 @@ class Gateway:
     def _on_datagram(
         self, endpoint: UdpEndpoint, data: bytes, local: Endpoint, remote: Endpoint
     ) -> None:
+        if not endpoint.natt:  # port 500: IKE only, no marker to look at
+            self._receive_ike(data, local, remote)
+            return
         received = classify(data, endpoint.natt)
         if received.kind == "ike":
-            with self._guard("a datagram"):
-                self.engine.receive_datagram(received.data, local, remote, self.clock())
-            self._pump()
+            self._receive_ike(received.data, local, remote)
         elif received.kind == "esp" and isinstance(self.backend, EspOverUdp):
             source = (str(remote[0]), remote[1])
             self.backend.receive_esp(received.data, source, (str(local[0]), local[1]))
         elif received.kind != "keepalive":
             logger.debug("dropped a %s datagram from %s", received.kind, remote[0])
+
+    def _receive_ike(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        try:
+            self.engine.receive_datagram(data, local, remote, self.clock())
+        except Exception:  # the engine catches its own; a bug must not stop us
+            logger.exception("internal error while handling a datagram")
+        self._pump()
 
     def _send_esp(
         self, datagram: bytes, source: TextEndpoint, destination: TextEndpoint

@@ -351,6 +351,24 @@ def _enum_or_int(members: dict[int, _Enum], value: int) -> _Enum | int:
 
 
 def _parse_sa(kind: int, critical: bool, body: bytes) -> Payload:
+    if len(body) <= _SA_KEPT_SIZE:
+        return _parse_kept_sa(critical, body)
+    return _parse_sa_body(critical, body)
+
+
+# IKE_SA_INIT offers and answers of one peer are the same octets each time
+# (no SPIs): parsed once; the payload is immutable, and `proposals` keeps
+# decisions about it by identity. Malformed ones raise, so are not kept;
+# neither are large ones, so that 256 entries stay small.
+_SA_KEPT_SIZE = 512
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_kept_sa(critical: bool, body: bytes) -> SaPayload:
+    return _parse_sa_body(critical, body)
+
+
+def _parse_sa_body(critical: bool, body: bytes) -> SaPayload:
     _require(len(body) > 0, "empty-sa")
     proposals: list[Proposal] = []
     offset, last, previous = 0, _MORE_PROPOSALS, 0

@@ -236,6 +236,35 @@ def _match(ours: Proposal, theirs: Proposal) -> Proposal | None:
     return Proposal(theirs.number, theirs.protocol, theirs.spi, tuple(chosen))
 
 
+class _ByIdentity:
+    """Answers for pairs of objects, looked up by their identity.
+
+    A connection's proposals are one tuple for its lifetime, and the codec
+    hands out the same SA payload for the same octets, so one peer's offers
+    and choices come back as the same objects. Entries hold both objects,
+    so that their ids cannot be reused while cached; bounded, as the offers
+    come from peers."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: dict[tuple[int, int], tuple[object, object, object]] = {}
+
+    def get(self, first: object, second: object) -> tuple[bool, object]:
+        entry = self._entries.get((id(first), id(second)))
+        if entry is not None and entry[0] is first and entry[1] is second:
+            return True, entry[2]
+        return False, None
+
+    def put(self, first: object, second: object, answer: object) -> None:
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[(id(first), id(second))] = (first, second, answer)
+
+
+_SELECTED = _ByIdentity()
+_CHECKED = _ByIdentity()
+
+
 def select_proposal(
     ours: Sequence[Proposal], theirs: Sequence[Proposal]
 ) -> Proposal | None:
@@ -244,6 +273,15 @@ def select_proposal(
     The result carries the peer's proposal number and SPI, and exactly one
     transform of each type; None means NO_PROPOSAL_CHOSEN.
     """
+    known, answer = _SELECTED.get(ours, theirs)
+    if known:
+        return answer if isinstance(answer, Proposal) else None
+    chosen = _select(ours, theirs)
+    _SELECTED.put(ours, theirs, chosen)
+    return chosen
+
+
+def _select(ours: Sequence[Proposal], theirs: Sequence[Proposal]) -> Proposal | None:
     for our in ours:
         for their in theirs:
             chosen = _match(our, their)
@@ -257,6 +295,15 @@ def check_chosen(ours: Sequence[Proposal], chosen: Proposal) -> bool:
 
     RFC 7296 §3.3.6: it must hold one transform per type, all offered by us.
     """
+    known, answer = _CHECKED.get(ours, chosen)
+    if known:
+        return answer is True
+    accepted = _check(ours, chosen)
+    _CHECKED.put(ours, chosen, accepted)
+    return accepted
+
+
+def _check(ours: Sequence[Proposal], chosen: Proposal) -> bool:
     types = _by_type(chosen)
     if any(len(ts) != 1 for ts in types.values()):
         return False
