@@ -284,8 +284,9 @@ class Gateway:
 
         Child SAs first: one is in the data plane before the message that
         lets the peer use it leaves (make-before-break on rekey). The work
-        the engine put aside (`IkeEngine.defer`), metrics, logs and waiting
-        commands come after the messages have left.
+        the engine put aside (`IkeEngine.defer`) and waiting commands come
+        after the messages have left; metrics and logs after the commands
+        have answered.
         """
         transport = self._transport
         datagrams = self.engine.datagrams_to_send()
@@ -301,9 +302,12 @@ class Gateway:
         # key derivations for the next messages, while the peer reads ours
         self.engine.run_deferred()
         for event in events:
-            self._observe(event)
+            if type(event) not in _COUNTED_ONLY:
+                self._note_result(event)
         self._resolve_waiters()
         self._arm_timer()
+        if events:
+            self._record_later(events)
         if self.engine.keys.wanted and not self._making_keys and self._loop:
             self._making_keys = True
             self._loop.call_soon(self._make_keys)
@@ -369,13 +373,19 @@ class Gateway:
 
     # --- events -----------------------------------------------------------------
 
-    def _observe(self, event: Event) -> None:
-        """Count, log and note an event whose Child SA `_pump` has applied."""
-        self.metrics.observe(event)
-        if type(event) in _COUNTED_ONLY:
-            return
-        self._log(event)
-        self._note_result(event)
+    def _record_later(self, events: list[Event]) -> None:
+        """Count and log the events once the loop has run what is already
+        due: the commands that the events' results woke answer first."""
+        if self._loop is None:
+            self._record(events)
+        else:
+            self._loop.call_soon(self._record, events)
+
+    def _record(self, events: list[Event]) -> None:
+        for event in events:
+            self.metrics.observe(event)
+            if type(event) not in _COUNTED_ONLY:
+                self._log(event)
 
     def _log(self, event: Event) -> None:
         if isinstance(event, IkeSaEstablished):
