@@ -263,6 +263,7 @@ class _ByIdentity:
 
 _SELECTED = _ByIdentity()
 _CHECKED = _ByIdentity()
+_ACCEPTED = _ByIdentity()
 
 
 def select_proposal(
@@ -288,6 +289,17 @@ def _select(ours: Sequence[Proposal], theirs: Sequence[Proposal]) -> Proposal | 
             if chosen is not None:
                 return chosen
     return None
+
+
+def accepts(ours: Sequence[Proposal], proposal: Proposal) -> bool:
+    """Whether we would choose something from `proposal` alone (e.g. the
+    one an IKE SA settled on, for another connection in IKE_AUTH)."""
+    known, answer = _ACCEPTED.get(ours, proposal)
+    if known:
+        return answer is True
+    accepted = _select(ours, (proposal,)) is not None
+    _ACCEPTED.put(ours, proposal, accepted)
+    return accepted
 
 
 def check_chosen(ours: Sequence[Proposal], chosen: Proposal) -> bool:

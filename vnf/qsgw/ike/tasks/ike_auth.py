@@ -338,8 +338,7 @@ def _acceptable(sa: IkeSa, spec: ConnectionSpec, idi: IdPayload) -> bool:
     assert sa.proposal is not None
     if spec.psk is None or not _identity_ok(spec.remote_id, idi):
         return False
-    chosen = proposals.select_proposal(spec.ike_proposals, (sa.proposal,))
-    return chosen is not None
+    return proposals.accepts(spec.ike_proposals, sa.proposal)
 
 
 @dataclass
