@@ -157,8 +157,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         info.labels(version, data_plane).set(1)
-        self.registry.register(_EventCollector(self))
-        self.registry.register(_SnapshotCollector(snapshot))
+        self.registry.register(_Collector(self, snapshot))
 
     def _define_counters(self) -> None:
         self.counters: list[CounterFamily] = []
@@ -323,11 +322,13 @@ _HANDLERS: dict[type, Callable[[GatewayMetrics, object], None]] = {
 }
 
 
-class _EventCollector:
-    """The counters and histograms fed by events, as metric families."""
+class _Collector:
+    """At scrape time: the counters and histograms fed by events, then the
+    gauges and data-plane counters of a snapshot."""
 
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(self, metrics: GatewayMetrics, snapshot: SnapshotSource) -> None:
         self._metrics = metrics
+        self._snapshot = snapshot
 
     def describe(self) -> list[Metric]:
         return []
@@ -337,18 +338,6 @@ class _EventCollector:
             yield counter.family()
         for histogram in self._metrics.histograms:
             yield histogram.family()
-
-
-class _SnapshotCollector:
-    """Gauges and data-plane counters, read when Prometheus scrapes."""
-
-    def __init__(self, snapshot: SnapshotSource) -> None:
-        self._snapshot = snapshot
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
         snapshot = self._snapshot()
         yield _by_state("qsgw_ike_sas", "IKE SAs by state", snapshot.ike_sas_by_state)
         yield _by_state(
