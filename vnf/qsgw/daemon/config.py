@@ -409,13 +409,19 @@ def load_config(path: str | Path) -> GatewayConfig:
     return GatewayConfig(source, document.gateway, specs)
 
 
+# libyaml's safe loader where PyYAML was built with it (its wheels are): the
+# same documents and errors, about three times faster on a file with
+# thousands of connections.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(source: Path, label: str) -> object:
     try:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{label}: cannot read: {_os_reason(exc)}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SafeLoader)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(_yaml_reason(exc, label)) from None
     except yaml.YAMLError:
@@ -567,11 +573,26 @@ def _child_spec(name: str, settings: ChildSettings) -> ChildSpec:
 
 
 def _numbered(proposals: Sequence[Proposal]) -> tuple[Proposal, ...]:
-    """RFC 7296 §3.3.1: proposals are numbered 1, 2, ... in order."""
-    return tuple(
+    """RFC 7296 §3.3.1: proposals are numbered 1, 2, ... in order.
+
+    Connections with equal proposals share one tuple, across reloads too:
+    the engine keeps its choices and checks of proposals by their identity
+    (`qsgw.ike.proposals`), so thousands of connections offering the same
+    proposals hit those caches instead of each missing them."""
+    numbered = tuple(
         Proposal(i, p.protocol, p.spi, p.transforms)
         for i, p in enumerate(proposals, start=1)
     )
+    shared = _SHARED_PROPOSALS.get(numbered)
+    if shared is None:
+        if len(_SHARED_PROPOSALS) >= _SHARED_PROPOSALS_MAX:
+            _SHARED_PROPOSALS.clear()
+        shared = _SHARED_PROPOSALS[numbered] = numbered
+    return shared
+
+
+_SHARED_PROPOSALS: dict[tuple[Proposal, ...], tuple[Proposal, ...]] = {}
+_SHARED_PROPOSALS_MAX = 1024
 
 
 def _read_secret(path: Path, where: str) -> Secret:
