@@ -303,3 +303,33 @@ def test_esp_of_an_ipv4_sa_arriving_over_ipv6_is_dropped(
     assert right.backend.counters(OLD[0], RIGHT).packets == 0
     right.backend.receive_esp(left.held[0], ("192.0.2.1", 4500), ("192.0.2.2", 4500))
     assert right.delivered().endswith(b"one path")
+
+
+def _outbound_policy(local: str, remote: str, reqid: int, if_id: int) -> PolicySpec:
+    return PolicySpec(
+        Direction.OUTBOUND,
+        ip_network(local),
+        ip_network(remote),
+        LEFT,
+        RIGHT,
+        reqid,
+        if_id=if_id,
+    )
+
+
+def test_overlapping_selectors_with_other_if_ids_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One TUN device cannot keep tunnels with overlapping selectors apart by
+    interface ID, as XFRM interfaces do: the backend says so."""
+    backend = UserspaceBackend(tun_fd=-1)
+    with caplog.at_level("WARNING", logger="qsgw.esp.userspace"):
+        backend.add_policy(_outbound_policy("10.1.0.0/24", "10.9.0.0/16", 1, 1))
+        backend.add_policy(_outbound_policy("10.1.0.0/24", "10.8.0.0/16", 2, 2))
+        backend.add_policy(_outbound_policy("10.1.0.0/24", "10.9.0.0/24", 3, 1))
+        assert caplog.records == []  # disjoint, or the same interface ID
+        backend.add_policy(_outbound_policy("10.1.0.0/16", "10.9.1.0/24", 4, 7))
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "10.1.0.0/16 === 10.9.1.0/24 (if_id 7)" in message
+    assert "(if_id 1)" in message and "kernel data plane" in message

@@ -64,7 +64,8 @@ class SaSpec:
 
     `encryption_key` holds the salt at its end for AEAD algorithms. `reqid`
     ties SAs to their policies; `if_id` keeps tunnels with overlapping
-    traffic selectors apart (XFRM interface ID, or the userspace TUN's).
+    traffic selectors apart (the XFRM interface ID; the userspace backend
+    has one TUN device and only warns of overlaps).
     """
 
     spi: int

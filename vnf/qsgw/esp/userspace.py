@@ -535,6 +535,7 @@ class UserspaceBackend:
         with self._control:
             compiled = CompiledPolicy.of(policy)
             if policy.direction is Direction.OUTBOUND:
+                _warn_if_id_overlap(policy, self._out_policies)
                 policies = [*self._out_policies, compiled]
                 self._out_policies = most_specific(policies)
                 self._route_cache = {}
@@ -874,6 +875,34 @@ class UserspaceBackend:
         outbound = self._outbound.get((spec.spi, spec.destination))
         if outbound is not None:
             outbound.soft_fired = True
+
+
+def _warn_if_id_overlap(new: PolicySpec, policies: list[CompiledPolicy]) -> None:
+    """One TUN device carries every tunnel here: selectors that overlap with
+    another interface ID are not kept apart (the most specific wins), as
+    the kernel data plane's XFRM interfaces would. Said, not refused, so a
+    configuration meant for the kernel still runs."""
+    for existing in policies:
+        old = existing.spec
+        if (
+            old.if_id != new.if_id
+            and old.local.version == new.local.version
+            and old.remote.version == new.remote.version
+            and old.local.overlaps(new.local)
+            and old.remote.overlaps(new.remote)
+        ):
+            log.warning(
+                "userspace data plane: traffic selectors %s === %s (if_id %d) "
+                "overlap %s === %s (if_id %d); only the kernel data plane keeps "
+                "them apart, here the most specific policy carries the traffic",
+                new.local,
+                new.remote,
+                new.if_id,
+                old.local,
+                old.remote,
+                old.if_id,
+            )
+            return
 
 
 def _run_limit(segment: int) -> int:
