@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
@@ -399,3 +400,38 @@ def test_secret_values_never_appear_in_reprs(tmp_path: Path) -> None:
 
     assert PSK_TEXT not in text
     assert PPK_HEX not in text and bytes.fromhex(PPK_HEX).hex() not in text
+
+
+def test_a_json_document_reads_as_the_same_yaml_would(tmp_path: Path) -> None:
+    """JSON is YAML: the operator writes it and the daemon reads it with the
+    json module; the result is what reading it as YAML gives."""
+    (tmp_path / "a.psk").write_text("0x" + "11" * 32 + "\n")
+    (tmp_path / "a.psk").chmod(0o600)
+    document = {
+        "gateway": {"listen": ["192.0.2.1"]},
+        "connections": {
+            "a": {
+                "local_addrs": ["192.0.2.1"],
+                "remote_addrs": ["192.0.2.2"],
+                "local": {"id": "a.example"},
+                "remote": {"id": "b.example"},
+                "proposals": ["aes256gcm16-prfsha384-x25519"],
+                "psk_file": "a.psk",
+                "rekey_time": "2h",
+            }
+        },
+    }
+    as_json = tmp_path / "json.yaml"
+    as_json.write_text(json.dumps(document, separators=(",", ":")))
+    as_yaml = tmp_path / "block.yaml"
+    as_yaml.write_text(yaml.safe_dump(document))
+    from_json, from_yaml = load_config(as_json), load_config(as_yaml)
+    assert from_json.connections == from_yaml.connections
+    assert from_json.connections[0].rekey_time == 7200
+
+
+def test_broken_json_is_reported_as_yaml_with_its_place(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text('{"gateway": {"listen": ["192.0.2.1"]},\n "connections": {\n')
+    with pytest.raises(ConfigError, match=r"broken\.yaml:3:1: invalid YAML"):
+        load_config(broken)

@@ -179,8 +179,8 @@ def test_no_ready_pod_yet_reads_as_pods_not_ready_not_as_capacity() -> None:
 
 
 def test_a_pod_file_beyond_one_config_map_is_reported_not_applied() -> None:
-    kube = scene(pods=3, tunnels=5998)  # 2,000 a pod, about 580 octets each
-    kube.groups["branches"]["spec"]["gateway"]["tunnelsPerPod"] = 2000
+    kube = scene(pods=3, tunnels=7498)  # 2,500 a pod, about 490 octets each
+    kube.groups["branches"]["spec"]["gateway"]["tunnelsPerPod"] = 2500
     reconcile(kube, "vpn", "branches", NOW)
     assert not [name for kind, name in kube.applied if kind == "ConfigMap"]
     degraded = condition(kube, "Degraded")
