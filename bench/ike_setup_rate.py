@@ -41,12 +41,13 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import vici
 import yaml
@@ -116,6 +117,49 @@ class SetupFailed(RuntimeError):
     """An IKE SA did not come up."""
 
 
+T = TypeVar("T")
+
+
+class SessionPool(Generic[T]):
+    """Control sessions for the set-ups of one side.
+
+    `--sessions per-setup` (the default) opens and closes one per set-up, as
+    a command-line tool would; `persistent` keeps up to one per set-up in
+    flight open between set-ups, as an orchestrator would. Both sides are
+    driven the same way either way."""
+
+    def __init__(
+        self, opener: Callable[[], T], closer: Callable[[T], None], persistent: bool
+    ) -> None:
+        self._open, self._close = opener, closer
+        self._persistent = persistent
+        self._idle: list[T] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[T]:
+        with self._lock:
+            session = self._idle.pop() if self._idle else None
+        if session is None:
+            session = self._open()
+        try:
+            yield session
+        except BaseException:
+            self._close(session)  # its state is unknown: not used again
+            raise
+        if not self._persistent:
+            self._close(session)
+            return
+        with self._lock:
+            self._idle.append(session)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for session in idle:
+            self._close(session)
+
+
 class Side(Protocol):
     """One implementation's pair of daemons with COUNT connections."""
 
@@ -161,8 +205,7 @@ def numbered(site: Site, index: int) -> Site:
 # --- strongSwan -----------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def vici_session(peer: StrongswanPeer) -> Iterator[Any]:
+def _open_vici(peer: StrongswanPeer) -> tuple[socket.socket, Any]:
     """A vici session whose connect waits while charon's backlog is full.
 
     (A socket with a timeout is non-blocking, and a non-blocking connect to
@@ -171,8 +214,18 @@ def vici_session(peer: StrongswanPeer) -> Iterator[Any]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(peer.vici_socket))
-        sock.settimeout(SETUP_TIMEOUT + 10)
-        yield vici.Session(sock)
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(SETUP_TIMEOUT + 10)
+    return sock, vici.Session(sock)
+
+
+@contextlib.contextmanager
+def vici_session(peer: StrongswanPeer) -> Iterator[Any]:
+    sock, session = _open_vici(peer)
+    try:
+        yield session
     finally:
         sock.close()
 
@@ -189,6 +242,7 @@ class StrongswanSide:
         secrets: Secrets,
         count: int,
         with_child: bool,
+        persistent: bool = False,
     ) -> None:
         rootfs = peers_dir() / "rootfs"
         self.pair = pair
@@ -197,6 +251,9 @@ class StrongswanSide:
         self.secrets = secrets
         self.left = self._peer("left", pair.left, rootfs, workdir)
         self.right = self._peer("right", pair.right, rootfs, workdir)
+        self.sessions = SessionPool(
+            lambda: _open_vici(self.left), lambda s: s[0].close(), persistent
+        )
 
     @staticmethod
     def _peer(name: str, site: Site, rootfs: Path, workdir: Path) -> StrongswanPeer:
@@ -241,7 +298,7 @@ class StrongswanSide:
         if self.with_child:
             request["child"] = connection  # site_to_site names it so
         try:
-            with vici_session(self.left) as session:
+            with self.sessions.session() as (_, session):
                 for _ in session.initiate(request):
                     pass
         except Exception as exc:  # vici raises its own CommandException
@@ -269,6 +326,7 @@ class StrongswanSide:
         return _pids(self.left.process, self.right.process)
 
     def stop(self) -> None:
+        self.sessions.close()
         try:
             self.left.stop()
         finally:
@@ -291,6 +349,7 @@ class QsgwSide:
         count: int,
         with_child: bool,
         data_plane: str = "recording",
+        persistent: bool = False,
     ) -> None:
         self.pair = pair
         self.count = count
@@ -302,6 +361,11 @@ class QsgwSide:
         self._write_secret("bench.ppk", secrets.ppk)
         self.left = self._daemon("left", pair.left, pair.right)
         self.right = self._daemon("right", pair.right, pair.left)
+        self.sessions = SessionPool(
+            lambda: control.Session(self.left.control_socket, SETUP_TIMEOUT + 5),
+            control.Session.close,
+            persistent,
+        )
 
     def _write_secret(self, name: str, value: bytes) -> None:
         path = self.directory / name
@@ -362,9 +426,9 @@ class QsgwSide:
         args: dict[str, Any] = {"conn": connection, "wait": SETUP_TIMEOUT}
         if self.with_child:
             args["child"] = CHILD
-        socket_path = self.left.control_socket
         try:
-            control.request(socket_path, "initiate", args, SETUP_TIMEOUT + 5)
+            with self.sessions.session() as session:
+                session.request("initiate", args)
         except (control.CommandError, control.DaemonUnreachable, OSError) as exc:
             raise SetupFailed(f"qsgw initiate failed: {exc}") from None
 
@@ -391,6 +455,7 @@ class QsgwSide:
         return _pids(self.left.process, self.right.process)
 
     def stop(self) -> None:
+        self.sessions.close()
         try:
             self.left.stop()
         finally:
@@ -492,7 +557,8 @@ def report(results: Results, options: argparse.Namespace) -> None:
     kind = "one Child SA each" if options.child else "childless (RFC 6023)"
     print(
         f"\nIKE SA setups, {IKE_PROPOSAL}, PSK + PPK, {kind}, "
-        f"{options.sas} SAs per round, {options.rounds} rounds"
+        f"{options.sas} SAs per round, {options.rounds} rounds, "
+        f"control sessions {options.sessions}"
     )
     rows = [["side", "concurrency", "setups/s median", "min", "max", "CPU ms/SA"]]
     for (name, concurrency), rates in results.rates.items():
@@ -537,6 +603,7 @@ def started_sides(
     pairs: list[SitePair] = []
     sides: list[Side] = []
     failures: dict[str, str] = {}
+    persistent = options.sessions == "persistent"
     try:
         for key, kind in (("strongswan", StrongswanSide), ("qsgw", QsgwSide)):
             if options.only not in (None, key):
@@ -547,10 +614,18 @@ def started_sides(
             count = max(options.sas, WARM_UP_SAS)
             if kind is QsgwSide:
                 side = QsgwSide(
-                    pair, workdir, secrets, count, options.child, options.data_plane
+                    pair,
+                    workdir,
+                    secrets,
+                    count,
+                    options.child,
+                    options.data_plane,
+                    persistent,
                 )
             else:
-                side = StrongswanSide(pair, workdir, secrets, count, options.child)
+                side = StrongswanSide(
+                    pair, workdir, secrets, count, options.child, persistent
+                )
             sides.append(side)
             try:
                 side.start()
@@ -577,6 +652,13 @@ def parse_arguments() -> argparse.Namespace:
         choices=["recording", "userspace", "auto"],
         help="qsgw's data plane (default: recording when childless, else "
         "userspace); childless IKE SAs never reach it",
+    )
+    parser.add_argument(
+        "--sessions",
+        choices=["per-setup", "persistent"],
+        default="per-setup",
+        help="a control (vici) connection per set-up, or kept open between "
+        "set-ups; the same for both sides",
     )
     parser.add_argument("--budget", type=float, default=600.0, help="seconds")
     parser.add_argument("--keep", action="store_true", help="keep logs and configs")

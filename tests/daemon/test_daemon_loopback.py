@@ -12,7 +12,9 @@ import time
 import urllib.request
 from typing import Any
 
-from qsgw.daemon.control import MAX_REQUEST
+import pytest
+
+from qsgw.daemon.control import MAX_REQUEST, CommandError, DaemonUnreachable, Session
 
 from .conftest import WAIT, Pair, connection
 
@@ -337,6 +339,30 @@ def test_control_socket_drops_a_too_long_request_and_keeps_serving(
 
     assert answer == b""
     assert pair.a.sas() == []
+
+
+def test_one_session_carries_many_commands_and_says_when_the_daemon_goes(
+    pair: Pair,
+) -> None:
+    pair.configure(hybrid=False)
+    pair.b.start()
+    pair.a.start()
+
+    with Session(pair.a.socket, timeout=WAIT) as session:
+        initiated = session.request("initiate", {"conn": "site", "wait": WAIT})
+        listed = session.request("sas")
+        with pytest.raises(CommandError, match="unknown command 'fly'"):
+            session.request("fly")
+        terminated = session.request("terminate", {"conn": "site", "wait": WAIT})
+        after = session.request("sas")
+        pair.a.stop()
+        with pytest.raises(DaemonUnreachable):
+            session.request("sas")
+
+    assert "established" in initiated
+    assert [sa["state"] for sa in listed] == ["ESTABLISHED"]
+    assert "deleted" in terminated
+    assert after == []
 
 
 def test_second_daemon_on_the_same_socket_refuses_to_start(pair: Pair) -> None:
