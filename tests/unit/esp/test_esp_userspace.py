@@ -333,3 +333,10 @@ def test_overlapping_selectors_with_other_if_ids_are_warned_about(
     message = record.getMessage()
     assert "10.1.0.0/16 === 10.9.1.0/24 (if_id 7)" in message
     assert "(if_id 1)" in message and "kernel data plane" in message
+
+    caplog.clear()
+    for reqid, remote, if_id in ((1, "10.9.0.0/16", 1), (3, "10.9.0.0/24", 1)):
+        backend.delete_policy(_outbound_policy("10.1.0.0/24", remote, reqid, if_id))
+    with caplog.at_level("WARNING", logger="qsgw.esp.userspace"):
+        backend.add_policy(_outbound_policy("10.1.0.0/16", "10.9.2.0/24", 5, 7))
+    assert caplog.records == []  # the if_id 1 policies are gone

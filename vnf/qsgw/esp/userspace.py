@@ -69,6 +69,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
@@ -264,6 +265,7 @@ class UserspaceBackend:
         self._outbound: dict[tuple[int, IPAddress], _Outbound] = {}
         self._current: dict[int, _Outbound] = {}  # reqid -> SA in use
         self._out_policies: list[CompiledPolicy] = []
+        self._out_if_ids: Counter[int] = Counter()  # of the outbound policies
         self._in_policies: dict[int, list[CompiledPolicy]] = {}
         self._route_cache: dict[bytes, CompiledPolicy | None] = {}
         self._acquired: dict[int, float] = {}
@@ -535,7 +537,9 @@ class UserspaceBackend:
         with self._control:
             compiled = CompiledPolicy.of(policy)
             if policy.direction is Direction.OUTBOUND:
-                _warn_if_id_overlap(policy, self._out_policies)
+                if self._out_if_ids.keys() - {policy.if_id}:
+                    _warn_if_id_overlap(policy, self._out_policies)
+                self._out_if_ids[policy.if_id] += 1
                 policies = [*self._out_policies, compiled]
                 self._out_policies = most_specific(policies)
                 self._route_cache = {}
@@ -547,6 +551,9 @@ class UserspaceBackend:
         with self._control:
             if policy.direction is Direction.OUTBOUND:
                 kept = [p for p in self._out_policies if p.spec != policy]
+                self._out_if_ids[policy.if_id] -= len(self._out_policies) - len(kept)
+                if self._out_if_ids[policy.if_id] <= 0:
+                    del self._out_if_ids[policy.if_id]
                 self._out_policies = kept
                 self._route_cache = {}
                 return
