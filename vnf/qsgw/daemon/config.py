@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -594,20 +595,18 @@ def _numbered(proposals: Sequence[Proposal]) -> tuple[Proposal, ...]:
     the engine keeps its choices and checks of proposals by their identity
     (`qsgw.ike.proposals`), so thousands of connections offering the same
     proposals hit those caches instead of each missing them."""
-    numbered = tuple(
-        Proposal(i, p.protocol, p.spi, p.transforms)
-        for i, p in enumerate(proposals, start=1)
+    return _shared(
+        tuple(
+            Proposal(i, p.protocol, p.spi, p.transforms)
+            for i, p in enumerate(proposals, start=1)
+        )
     )
-    shared = _SHARED_PROPOSALS.get(numbered)
-    if shared is None:
-        if len(_SHARED_PROPOSALS) >= _SHARED_PROPOSALS_MAX:
-            _SHARED_PROPOSALS.clear()
-        shared = _SHARED_PROPOSALS[numbered] = numbered
-    return shared
 
 
-_SHARED_PROPOSALS: dict[tuple[Proposal, ...], tuple[Proposal, ...]] = {}
-_SHARED_PROPOSALS_MAX = 1024
+@functools.lru_cache(maxsize=1024)
+def _shared(proposals: tuple[Proposal, ...]) -> tuple[Proposal, ...]:
+    """The first tuple equal to PROPOSALS (the cache hands it back)."""
+    return proposals
 
 
 def _read_secret(path: Path, where: str) -> Secret:
