@@ -251,18 +251,10 @@ async def _answer(commands: Commands, line: bytes) -> dict[str, Any]:
 def request(
     path: Path, command: str, args: dict[str, Any] | None = None, timeout: float = 30.0
 ) -> Any:
-    """Send one command and return its result; raises CommandError or
-    DaemonUnreachable."""
-    line = json.dumps({"command": command, "args": args or {}}).encode() + b"\n"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        _connect(sock, path)
-        sock.sendall(line)
-        answer = _read_line(sock)
-    finally:
-        sock.close()
-    return _result(answer)
+    """Send one command on a connection of its own and return its result;
+    raises CommandError or DaemonUnreachable."""
+    with Session(path, timeout) as session:
+        return session.request(command, args)
 
 
 class Session:
@@ -301,7 +293,9 @@ class Session:
         while (end := self._buffer.find(b"\n")) < 0:
             chunk = self._sock.recv(65536)
             if not chunk:
-                raise DaemonUnreachable("the daemon closed the control session")
+                raise DaemonUnreachable(
+                    "the daemon closed the connection without an answer"
+                )
             self._buffer += chunk
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
@@ -335,21 +329,3 @@ def _connect(sock: socket.socket, path: Path) -> None:
         raise DaemonUnreachable(
             f"cannot reach the daemon at {path}: is `qsgw run` started?"
         ) from None
-
-
-def _read_line(sock: socket.socket) -> bytes:
-    chunks = []
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                break
-    except TimeoutError:
-        raise CommandError("the daemon did not answer in time") from None
-    data = b"".join(chunks)
-    if not data:
-        raise CommandError("the daemon closed the connection without an answer")
-    return data
