@@ -290,7 +290,9 @@ class Session:
         return _result(answer)
 
     def _next_line(self) -> bytes:
-        while (end := self._buffer.find(b"\n")) < 0:
+        searched = 0  # a long answer (`sas` of many IKE SAs) is scanned once
+        while (end := self._buffer.find(b"\n", searched)) < 0:
+            searched = len(self._buffer)
             chunk = self._sock.recv(65536)
             if not chunk:
                 raise DaemonUnreachable(
