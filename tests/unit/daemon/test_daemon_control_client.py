@@ -4,6 +4,7 @@ alike."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -63,6 +64,15 @@ def answer(connection: socket.socket) -> None:
     connection.sendall(b'{"ok": true, "result": 7}\n')
 
 
+LONG_RESULT = [{"unique_id": n, "state": "ESTABLISHED"} for n in range(20000)]
+
+
+def long_answer_in_pieces(connection: socket.socket) -> None:
+    line = json.dumps({"ok": True, "result": LONG_RESULT}).encode() + b"\n"
+    for start in range(0, len(line), 1000):  # many reads on the client side
+        connection.sendall(line[start : start + 1000])
+
+
 @pytest.mark.parametrize("behaviour", [close_at_once, half_a_line])
 def test_a_connection_closed_without_a_whole_answer_means_unreachable(
     listener: Callable[[Behaviour], Path], behaviour: Behaviour
@@ -93,3 +103,11 @@ def test_one_shot_request_returns_the_result(
 def test_no_listener_says_how_to_start_one(tmp_path: Path) -> None:
     with pytest.raises(control.DaemonUnreachable, match="is `qsgw run` started"):
         control.request(tmp_path / "absent.sock", "status")
+
+
+def test_a_long_answer_arriving_in_pieces_is_read_whole(
+    listener: Callable[[Behaviour], Path],
+) -> None:
+    path = listener(long_answer_in_pieces)
+
+    assert control.request(path, "sas", timeout=5.0) == LONG_RESULT
