@@ -8,6 +8,7 @@ side, round after round, means something.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -16,6 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User plus system CPU time of the processes (their threads included)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def use_repository_imports() -> None:

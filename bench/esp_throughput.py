@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import Series, print_rows, ratio, use_repository_imports
+from common import Series, cpu_seconds, print_rows, ratio, use_repository_imports
 
 use_repository_imports()
 
@@ -93,11 +93,6 @@ def iperf(path: Path_, size: int, seconds: int, rate: str) -> Sample:
 
 
 # --- qsgw -------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def gateway_work(tunnel: Tunnel) -> tuple[float, float, int, int]:

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import use_repository_imports
+from common import cpu_seconds, use_repository_imports
 
 use_repository_imports()
 
-from tests.daemon.conftest import free_port_pair  # noqa: E402
+from tests.daemon.conftest import Daemon, free_port_pair  # noqa: E402
 
 from qsgw.daemon import control, logs  # noqa: E402
 from qsgw.daemon.config import load_config  # noqa: E402
@@ -141,27 +140,22 @@ def gateways_in_one_process(
 
 def control_request_cost(directory: Path, requests: int) -> dict[str, float]:
     """Daemon CPU µs per request, per way of connecting."""
-    config = write_config(directory, "c", free_port_pair(), 1, ("127.0.0.1",) * 2)
-    socket_path = directory / "c.sock"
-    command = [sys.executable, "-m", "qsgw.daemon.cli", "run", "--foreground"]
-    daemon = subprocess.Popen(
-        [*command, "--config", str(config)],
-        stderr=subprocess.DEVNULL,
-    )
+    daemon = Daemon("control", "127.0.0.1", directory, free_port_pair())
+    daemon.write_config({}, log={"level": "info"})
+    daemon.start()
+    assert daemon.process is not None
     try:
-        wait_for_daemon(socket_path, daemon)
         costs = {}
         for way, send in (
             ("one connection per request", _one_shot),
             ("one session", _in_session),
         ):
-            before = process_cpu(daemon.pid)
-            send(socket_path, requests)
-            costs[way] = (process_cpu(daemon.pid) - before) * 1e6 / requests
+            before = cpu_seconds(daemon.process.pid)
+            send(daemon.socket, requests)
+            costs[way] = (cpu_seconds(daemon.process.pid) - before) * 1e6 / requests
         return costs
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=WAIT)
+        daemon.stop()
 
 
 def _unknown(send: Callable[[str], Any]) -> None:
@@ -181,24 +175,6 @@ def _in_session(path: Path, requests: int) -> None:
     with control.Session(path, WAIT) as session:
         for _ in range(requests):
             _unknown(session.request)
-
-
-def wait_for_daemon(path: Path, daemon: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise SystemExit(f"qsgw run exited with {daemon.returncode}")
-        try:
-            control.request(path, "status", timeout=WAIT)
-            return
-        except control.DaemonUnreachable:
-            time.sleep(0.05)
-    raise SystemExit("qsgw run did not open its control socket")
-
-
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

@@ -55,6 +55,7 @@ from common import (
     Budget,
     BudgetExceeded,
     Series,
+    cpu_seconds,
     print_rows,
     ratio,
     use_repository_imports,
@@ -478,16 +479,6 @@ def _wait_cleared(side: Side, counts: Callable[[], tuple[int, int]]) -> None:
 # --- measuring ----------------------------------------------------------------------
 
 
-def cpu_seconds(pids: tuple[int, ...]) -> float:
-    """User plus system CPU time of the processes (their threads included)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
 @dataclass
 class Results:
     """Setups/s and CPU ms per IKE SA, per side and concurrency."""
@@ -504,7 +495,7 @@ class Results:
 def run_round(side: Side, count: int, concurrency: int) -> tuple[float, float]:
     """Sets up COUNT IKE SAs; returns setups/s and CPU ms per IKE SA."""
     pids = side.daemon_pids()
-    cpu_before = cpu_seconds(pids)
+    cpu_before = cpu_seconds(*pids)
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         names = [connection_name(index) for index in range(1, count + 1)]
@@ -520,7 +511,7 @@ def run_round(side: Side, count: int, concurrency: int) -> tuple[float, float]:
         got = side.established()
         raise SetupFailed(f"{side.name}: expected {count} IKE SAs, got {got}")
     side.clear()
-    cpu_ms = (cpu_seconds(pids) - cpu_before) * 1000 / count
+    cpu_ms = (cpu_seconds(*pids) - cpu_before) * 1000 / count
     return count / elapsed, cpu_ms
 
 
