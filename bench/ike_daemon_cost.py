@@ -37,7 +37,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from common import cpu_seconds, use_repository_imports
 
 use_repository_imports()
@@ -51,40 +50,29 @@ from qsgw.esp.recording import RecordingBackend  # noqa: E402
 
 PROPOSAL = "aes256gcm16-prfsha384-x25519-ke1_mlkem768"
 WAIT = 10.0
+INFO = {"level": "info"}  # as the IKE benchmark's daemons log
 
 
-def write_config(
-    directory: Path, name: str, port: int, sas: int, addresses: tuple[str, str]
-) -> Path:
-    """A gateway file like the IKE benchmark's: one connection per IKE SA."""
+def bench_connections(
+    name: str, sas: int, addresses: tuple[str, str], port: int
+) -> dict[str, Any]:
+    """Like the IKE benchmark's: one connection and pair of identities per
+    IKE SA."""
     local, remote = addresses
-    connections = {
+    peer = "b" if name == "a" else "a"
+    return {
         f"c{index}": {
             "local_addrs": [local],
             "remote_addrs": [remote],
             "remote_port": port,
             "local": {"id": f"{name}-{index}.bench.example"},
-            "remote": {"id": f"{'b' if name == 'a' else 'a'}-{index}.bench.example"},
+            "remote": {"id": f"{peer}-{index}.bench.example"},
             "proposals": [PROPOSAL],
             "psk_file": "bench.psk",
             "ppk": {"id": "bench-ppk", "file": "bench.ppk", "required": True},
         }
         for index in range(sas)
     }
-    document = {
-        "gateway": {
-            "listen": [local],
-            "ike_port": port,
-            "natt_port": port + 1,
-            "control_socket": str(directory / f"{name}.sock"),
-            "data_plane": "recording",
-            "log": {"level": "info", "file": str(directory / f"{name}.log")},
-        },
-        "connections": connections,
-    }
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
 
 
 def write_secrets(directory: Path) -> None:
@@ -130,18 +118,22 @@ def gateways_in_one_process(
 ) -> list[float]:
     port = free_port_pair()
     addresses = ("127.0.0.1", "127.0.0.2")
-    a_file = write_config(directory, "a", port, sas, addresses)
-    b_file = write_config(directory, "b", port, sas, addresses[::-1])
-    a = Gateway(load_config(a_file), RecordingBackend(first_spi=0x1000))
-    b = Gateway(load_config(b_file), RecordingBackend(first_spi=0x2000))
+    a, b = (
+        Daemon(name, local, directory, port)
+        for name, local in zip("ab", addresses, strict=True)
+    )
+    a.write_config(bench_connections("a", sas, addresses, port), log=INFO)
+    b.write_config(bench_connections("b", sas, addresses[::-1], port), log=INFO)
+    gateway_a = Gateway(load_config(a.config), RecordingBackend(first_spi=0x1000))
+    gateway_b = Gateway(load_config(b.config), RecordingBackend(first_spi=0x2000))
     logs.configure("info", "text", directory / "gateways.log")
-    return asyncio.run(gateway_rounds(a, b, sas, rounds, concurrency))
+    return asyncio.run(gateway_rounds(gateway_a, gateway_b, sas, rounds, concurrency))
 
 
 def control_request_cost(directory: Path, requests: int) -> dict[str, float]:
     """Daemon CPU µs per request, per way of connecting."""
     daemon = Daemon("control", "127.0.0.1", directory, free_port_pair())
-    daemon.write_config({}, log={"level": "info"})
+    daemon.write_config({}, log=INFO)
     daemon.start()
     assert daemon.process is not None
     try:
